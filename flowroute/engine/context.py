@@ -1,0 +1,111 @@
+"""What a running node can reach: its record, the run's models (with their limits), retries."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from flowroute.engine.result import ModelCall, NodeRecord
+from flowroute.errors import ModelError, NodeError
+
+if TYPE_CHECKING:
+    from flowroute.graph.nodes import Node
+    from flowroute.models.base import Model, ModelRequest, ModelResponse
+
+__all__ = ["NodeContext", "RunState", "execute_with_policy"]
+
+
+@dataclass
+class RunState:
+    """Per-run shared state: resolved models and their concurrency limiters."""
+
+    declared_models: Mapping[str, Any]
+    _models: dict[str, Model] = field(default_factory=dict)
+    _limiters: dict[str, anyio.CapacityLimiter] = field(default_factory=dict)
+
+    def model(self, ref: Any) -> Model:
+        from flowroute.models.registry import resolve_model
+
+        key = ref if isinstance(ref, str) else f"obj:{id(ref)}"
+        if key not in self._models:
+            self._models[key] = resolve_model(ref, self.declared_models)
+        return self._models[key]
+
+    def limiter(self, model: Model) -> anyio.CapacityLimiter | None:
+        if not model.max_concurrency:
+            return None
+        key = f"{model.name}:{id(model)}"
+        if key not in self._limiters:
+            self._limiters[key] = anyio.CapacityLimiter(model.max_concurrency)
+        return self._limiters[key]
+
+
+@dataclass
+class NodeContext:
+    """Handed to `Node.execute`: call models through it so usage lands in the node's record."""
+
+    node: Node
+    record: NodeRecord
+    run: RunState
+
+    async def generate(self, model_ref: Any, request: ModelRequest) -> ModelResponse:
+        """Call a model under its concurrency limit and record the call."""
+        model = self.run.model(model_ref)
+        self.record.model = model.name
+        limiter = self.run.limiter(model)
+        start = time.perf_counter()
+        try:
+            if limiter is None:
+                response = await model.generate(request)
+            else:
+                async with limiter:
+                    response = await model.generate(request)
+        except ModelError as exc:
+            if exc.node is None:
+                exc.node = self.node.name
+            self.record.calls.append(
+                ModelCall(model.name, latency=time.perf_counter() - start, ok=False, error=str(exc))
+            )
+            raise
+        self.record.calls.append(
+            ModelCall(
+                model=response.model,
+                prompt_tokens=response.prompt_tokens,
+                completion_tokens=response.completion_tokens,
+                latency=response.latency or time.perf_counter() - start,
+                cost=response.cost,
+                constrained=response.constrained,
+            )
+        )
+        return response
+
+    async def run_item(self, inner: Node, args: dict[str, Any]) -> Any:
+        """Run `inner` for one item of a map, with its own retries and timeout."""
+        return await execute_with_policy(inner, args, self)
+
+
+async def execute_with_policy(node: Node, args: dict[str, Any], ctx: NodeContext) -> Any:
+    """Execute with the node's timeout and retries (exponential backoff); validate the output."""
+    attempt = 0
+    while True:
+        attempt += 1
+        ctx.record.attempts += 1
+        try:
+            if node.timeout is not None:
+                with anyio.fail_after(node.timeout):
+                    value = await node.execute(dict(args), ctx)
+            else:
+                value = await node.execute(dict(args), ctx)
+            return node.output_type.validate(value, f"output of node '{node.name}'")
+        except TimeoutError as exc:
+            error: Exception = NodeError(node.name, f"timed out after {node.timeout:g}s")
+            error.__cause__ = exc
+        except Exception as exc:
+            error = exc
+        if attempt > node.retries:
+            raise error
+        await anyio.sleep(node.retry_backoff * 2 ** (attempt - 1))

@@ -1,0 +1,163 @@
+"""Run results: the typed output plus one record per node. Nothing computed is dropped."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import TypeAdapter
+
+from flowroute.errors import RunFailedError
+
+__all__ = ["ModelCall", "NodeRecord", "NodeStatus", "RunResult", "RunStatus"]
+
+Out = TypeVar("Out")
+NodeStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "cancelled"]
+RunStatus = Literal["running", "succeeded", "failed", "cancelled"]
+
+_ANY: TypeAdapter[Any] = TypeAdapter(Any)
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON data for any value flowroute produces (pydantic models dumped)."""
+    try:
+        return _ANY.dump_python(value, mode="json")
+    except Exception:
+        return repr(value)
+
+
+@dataclass
+class ModelCall:
+    """One call to a model, as seen by a node (several with retries, repairs or cascades)."""
+
+    model: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency: float = 0.0
+    cost: float | None = None
+    """In USD; None when the price is unknown (never silently zero)."""
+    constrained: bool = False
+    """Whether a grammar constraint was actually applied during decoding."""
+    ok: bool = True
+    error: str | None = None
+
+
+@dataclass
+class NodeRecord:
+    """What happened to one node during a run."""
+
+    name: str
+    kind: str
+    status: NodeStatus = "pending"
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    attempts: int = 0
+    model: str | None = None
+    calls: list[ModelCall] = field(default_factory=list)
+    output: Any = None
+    partial_output: Any = None
+    """What a failed node had computed before failing (e.g. finished items of a map)."""
+    error: str | None = None
+    error_type: str | None = None
+    skip_reason: str | None = None
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return (self.ended_at - self.started_at).total_seconds()
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(c.prompt_tokens for c in self.calls)
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(c.completion_tokens for c in self.calls)
+
+    @property
+    def cost(self) -> float | None:
+        """Total cost in USD, or None if any call's price is unknown."""
+        costs = [c.cost for c in self.calls]
+        if any(c is None for c in costs):
+            return None
+        return sum(c for c in costs if c is not None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "status": self.status,
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "ended_at": self.ended_at.isoformat() if self.ended_at else None,
+            "duration": self.duration,
+            "attempts": self.attempts,
+            "model": self.model,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost": self.cost if self.calls else 0.0,
+            "calls": [jsonable(c.__dict__) for c in self.calls],
+            "output": jsonable(self.output),
+            "partial_output": jsonable(self.partial_output),
+            "error": self.error,
+            "error_type": self.error_type,
+            "skip_reason": self.skip_reason,
+        }
+
+
+@dataclass
+class RunResult(Generic[Out]):
+    """The outcome of a run: `output` (typed) and `records` (one per node, always complete)."""
+
+    workflow: str
+    inputs: dict[str, Any]
+    records: dict[str, NodeRecord]
+    status: RunStatus = "running"
+    started_at: datetime = field(default_factory=datetime.now)
+    ended_at: datetime | None = None
+    error: str | None = None
+    _output: Any = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "succeeded"
+
+    @property
+    def output(self) -> Out:
+        """The workflow's output; raises `RunFailedError` (carrying this result) if the run failed."""
+        if self.status != "succeeded":
+            raise RunFailedError(self, f"workflow '{self.workflow}' {self.status}: {self.error}")
+        return self._output  # type: ignore[no-any-return]
+
+    @property
+    def failed(self) -> list[NodeRecord]:
+        return [r for r in self.records.values() if r.status == "failed"]
+
+    @property
+    def duration(self) -> float | None:
+        return (self.ended_at - self.started_at).total_seconds() if self.ended_at else None
+
+    @property
+    def cost(self) -> float | None:
+        costs = [r.cost for r in self.records.values() if r.calls]
+        if any(c is None for c in costs):
+            return None
+        return sum(c for c in costs if c is not None)
+
+    @property
+    def total_tokens(self) -> int:
+        return sum(r.prompt_tokens + r.completion_tokens for r in self.records.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, as printed by `flowroute run --json`."""
+        return {
+            "workflow": self.workflow,
+            "status": self.status,
+            "error": self.error,
+            "output": jsonable(self._output) if self.ok else None,
+            "duration": self.duration,
+            "total_tokens": self.total_tokens,
+            "cost": self.cost,
+            "nodes": {name: r.to_dict() for name, r in self.records.items()},
+        }

@@ -1,0 +1,5 @@
+def load(path):
+    raise NotImplementedError
+
+def loads(text, source=None):
+    raise NotImplementedError
