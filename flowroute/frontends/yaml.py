@@ -1,5 +1,449 @@
-def load(path):
-    raise NotImplementedError
+"""The YAML front end: workflow files -> `Workflow`, with file:line in every problem.
 
-def loads(text, source=None):
-    raise NotImplementedError
+The file format is defined once, by the pydantic models below; `file_schema()` derives the
+JSON Schema editors use from them (`docs/workflow.schema.json`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from flowroute.errors import FlowrouteError, Problem, WorkflowDefinitionError
+from flowroute.graph.kinds import LLMNode, ToolNode
+from flowroute.graph.nodes import INPUTS, Binding, Condition, Const, FirstOf, Location, MapNode, Node, Ref
+from flowroute.graph.templates import TemplateError, template_paths
+from flowroute.graph.types import ANY, TypeSpec
+from flowroute.graph.workflow import Workflow
+from flowroute.models.base import Model, Settings
+from flowroute.structured.constraint import OutputConstraint
+from flowroute.tools.python import Tool
+
+__all__ = ["WorkflowFile", "file_schema", "load", "loads"]
+
+# -- the file format -------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+TypeDecl = Annotated[
+    str | list[str] | dict[str, Any],
+    Field(description="A JSON Schema, a type name (string, integer, number, boolean, object, "
+                      "array), or a list of strings (one of them)."),
+]
+
+
+class LLMSpec(_Strict):
+    """An LLM call: a Jinja2 prompt over `inputs.*` and other nodes' outputs."""
+
+    model: str = Field("local", description="A name from `models`, `local`, `local:/path.gguf` or a litellm string.")
+    prompt: str = Field(description="Jinja2 template, e.g. 'Ticket: {{ inputs.ticket }}'.")
+    system: str | None = None
+    output: TypeDecl = Field("string", description="The type the model must produce (constrained).")
+    max_tokens: int = Field(256, gt=0)
+    temperature: float = Field(0.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    seed: int | None = 0
+    stop: list[str] = Field(default_factory=list)
+    logprobs: bool = False
+
+
+class WhenSpec(_Strict):
+    """Run the node only when `ref` equals `equals` (or is one of `in`)."""
+
+    ref: str
+    equals: Any = None
+    in_: list[Any] | None = Field(None, alias="in")
+
+    @model_validator(mode="after")
+    def _one(self) -> WhenSpec:
+        if self.in_ is None and self.equals is None:
+            raise ValueError("give 'equals' or 'in'")
+        return self
+
+
+class MapSpec(_Strict):
+    """Run the node once per item of `over`; the item is `{{ <as> }}` in the node."""
+
+    over: str = Field(description="Reference to a list, e.g. 'inputs.tickets' or 'split.parts'.")
+    as_: str = Field("item", alias="as")
+    concurrency: int = Field(4, gt=0)
+
+
+class NodeSpec(_Strict):
+    """One node: exactly one of `llm`, `tool` or `first_of`, plus options."""
+
+    llm: LLMSpec | None = None
+    tool: str | None = Field(None, description="A name from `tools`.")
+    args: dict[str, Any] = Field(default_factory=dict, description="Tool arguments: literals or '{{ ref }}'.")
+    first_of: list[str] | None = Field(None, description="Fan-in: the first of these references whose node ran.")
+    output: TypeDecl | None = Field(None, description="For first_of: the output type.")
+    map: MapSpec | None = None
+    when: WhenSpec | None = None
+    retries: int = Field(0, ge=0)
+    retry_backoff: float = Field(0.5, ge=0)
+    timeout: float | None = Field(None, gt=0)
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> NodeSpec:
+        kinds = [k for k in ("llm", "tool", "first_of") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError(f"a node needs exactly one of llm, tool, first_of (got {kinds or 'none'})")
+        return self
+
+
+class ModelDecl(_Strict):
+    """A named model: `local:` (a GGUF path, or `default` for the embedded model) or `litellm:`."""
+
+    local: str | None = None
+    litellm: str | None = None
+    api_base: str | None = None
+    api_key_env: str | None = None
+    n_ctx: int | None = None
+    n_threads: int | None = None
+    repair_retries: int | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ModelDecl:
+        if (self.local is None) == (self.litellm is None):
+            raise ValueError("a model needs exactly one of 'local' or 'litellm'")
+        return self
+
+
+class WorkflowFile(_Strict):
+    """A flowroute workflow file."""
+
+    name: str
+    description: str = ""
+    inputs: dict[str, TypeDecl] = Field(default_factory=dict)
+    models: dict[str, str | ModelDecl] = Field(default_factory=dict)
+    tools: dict[str, str] = Field(default_factory=dict, description="name -> 'module:function'.")
+    nodes: dict[str, NodeSpec]
+    output: str | dict[str, str] = Field(description="A reference, or a mapping of name -> reference.")
+
+
+def file_schema() -> dict[str, Any]:
+    """JSON Schema of the workflow file format (for editors)."""
+    schema = WorkflowFile.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "flowroute workflow"
+    return schema
+
+
+# -- YAML with line numbers ------------------------------------------------------------------
+
+
+class _Lines:
+    def __init__(self) -> None:
+        self.lines: dict[tuple[str, ...], int] = {}
+        self.duplicates: list[tuple[tuple[str, ...], int]] = []
+
+    def walk(self, node: yaml.Node, path: tuple[str, ...]) -> Any:
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            for k, v in node.value:
+                key = str(yaml.safe_load(yaml.serialize(k)))  # scalar keys as plain strings
+                if key in out:
+                    self.duplicates.append(((*path, key), k.start_mark.line + 1))
+                self.lines[(*path, key)] = k.start_mark.line + 1
+                out[key] = self.walk(v, (*path, key))
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.walk(v, (*path, str(i))) for i, v in enumerate(node.value)]
+        return yaml.safe_load(yaml.serialize(node))
+
+    def line(self, *path: str) -> int | None:
+        p = tuple(path)
+        while p and p not in self.lines:
+            p = p[:-1]
+        return self.lines.get(p)
+
+
+_REF = re.compile(r"^\s*\{\{\s*([A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)*)\s*\}\}\s*$")
+_BARE = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*$")
+
+
+def _parse_ref(text: str, *, bare: bool) -> tuple[str, ...] | None:
+    m = _REF.match(text)
+    if m:
+        return tuple(m.group(1).split("."))
+    if bare and _BARE.match(text.strip()):
+        return tuple(text.strip().split("."))
+    return None
+
+
+def _to_ref(path: tuple[str, ...]) -> Ref:
+    return Ref(path[0], path[1:]) if path[0] != INPUTS else Ref(INPUTS, path[1:])
+
+
+def _type_decl(decl: Any) -> TypeSpec:
+    if isinstance(decl, list):
+        return TypeSpec.from_schema({"type": "string", "enum": decl})
+    if isinstance(decl, str):
+        if decl == "any":
+            return ANY
+        return TypeSpec.from_schema({"type": decl})
+    schema = {k: v for k, v in decl.items() if k != "default"}
+    return TypeSpec.from_schema(schema)
+
+
+@contextmanager
+def _importable_from(directory: Path) -> Iterator[None]:
+    added = str(directory) not in sys.path
+    if added:
+        sys.path.insert(0, str(directory))
+    try:
+        yield
+    finally:
+        if added:
+            sys.path.remove(str(directory))
+
+
+class _Builder:
+    def __init__(self, spec: WorkflowFile, lines: _Lines, source: str, base_dir: Path) -> None:
+        self.spec, self.lines, self.source, self.base_dir = spec, lines, source, base_dir
+        self.problems: list[Problem] = []
+
+    def problem(self, message: str, *path: str, node: str | None = None, field: str | None = None) -> None:
+        self.problems.append(Problem("error", message, node, field, self.source, self.lines.line(*path)))
+
+    def build(self) -> Workflow[Any]:
+        spec = self.spec
+        inputs: dict[str, TypeSpec] = {}
+        defaults: dict[str, Any] = {}
+        for name, decl in spec.inputs.items():
+            try:
+                inputs[name] = _type_decl(decl)
+            except Exception as exc:
+                self.problem(f"invalid type: {exc}", "inputs", name, field=f"inputs.{name}")
+            if isinstance(decl, dict) and "default" in decl:
+                defaults[name] = decl["default"]
+        models = {n: self.model(n, d) for n, d in spec.models.items()}
+        tools = {n: t for n, ref in spec.tools.items() if (t := self.tool(n, ref)) is not None}
+        nodes: dict[str, Node] = {}
+        for name, nspec in spec.nodes.items():
+            node = self.node(name, nspec, tools)
+            if node is not None:
+                nodes[name] = node
+        output: Any
+        if isinstance(spec.output, str):
+            output = self.ref(spec.output, "output", bare=True)
+        else:
+            output = {k: self.ref(v, "output", k, bare=True) for k, v in spec.output.items()}
+        top_lines = {f"inputs.{n}": self.lines.line("inputs", n) or 0 for n in spec.inputs}
+        top_lines["output"] = self.lines.line("output") or 0
+        return Workflow(
+            name=spec.name, nodes=nodes, output=output, inputs=inputs, input_defaults=defaults,
+            models={k: v for k, v in models.items() if v is not None}, source=self.source,
+            lines=top_lines, description=spec.description,
+        )
+
+    def model(self, name: str, decl: str | ModelDecl) -> Any:
+        if isinstance(decl, str):
+            return decl
+        from flowroute import models as m
+
+        opts = {k: v for k, v in decl.model_dump(exclude_none=True).items() if k not in ("local", "litellm")}
+        try:
+            model: Model
+            if decl.local is not None:
+                path = None if decl.local in ("", "default") else decl.local
+                if path is not None and not Path(path).is_absolute():
+                    path = str(self.base_dir / path)
+                model = m.local(path, name=name, **opts)
+            else:
+                model = m.litellm(str(decl.litellm), **opts)
+            return model
+        except Exception as exc:
+            self.problem(f"invalid model declaration: {exc}", "models", name, field=f"models.{name}")
+            return None
+
+    def tool(self, name: str, target: str) -> Tool | None:
+        module, _, attr = target.partition(":")
+        if not module or not attr:
+            self.problem(f"tool '{name}': expected 'module:function', got {target!r}", "tools", name, field=f"tools.{name}")
+            return None
+        try:
+            with _importable_from(self.base_dir):
+                obj: Any = importlib.import_module(module)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+        except Exception as exc:
+            self.problem(f"tool '{name}': cannot import {target!r}: {type(exc).__name__}: {exc}", "tools", name, field=f"tools.{name}")
+            return None
+        found = getattr(obj, "tool", None)
+        if isinstance(found, Tool):
+            return found
+        if not callable(obj):
+            self.problem(f"tool '{name}': {target!r} is not callable", "tools", name, field=f"tools.{name}")
+            return None
+        return Tool.from_function(obj, name=name)
+
+    def ref(self, text: str, *path: str, bare: bool, node: str | None = None) -> Ref:
+        parsed = _parse_ref(text, bare=bare)
+        if parsed is None:
+            self.problem(f"expected a reference like 'node.field' or '{{{{ node.field }}}}', got {text!r}", *path, node=node, field=path[-1] if path else None)
+            return Ref(INPUTS)
+        return _to_ref(parsed)
+
+    def node(self, name: str, ns: NodeSpec, tools: dict[str, Tool]) -> Node | None:
+        at = ("nodes", name)
+        loc = Location(self.source, self.lines.line(*at))
+        item = ns.map.as_ if ns.map else None
+        common: dict[str, Any] = dict(
+            name=name, retries=ns.retries, retry_backoff=ns.retry_backoff, timeout=ns.timeout,
+            location=loc, description=ns.description,
+        )
+        when: tuple[Condition, ...] = ()
+        if ns.when is not None:
+            values = tuple(ns.when.in_) if ns.when.in_ is not None else (ns.when.equals,)
+            when = (Condition(self.ref(ns.when.ref, *at, "when", "ref", bare=True, node=name), values),)
+        field_lines: dict[str, int] = {}
+        inner: Node
+        item_arg = item or "item"
+        if ns.llm is not None:
+            llm = ns.llm
+            try:
+                paths = template_paths(llm.prompt) + (template_paths(llm.system) if llm.system else [])
+            except TemplateError as exc:
+                self.problem(str(exc), *at, "llm", "prompt", node=name, field="prompt")
+                return None
+            inputs: dict[str, Binding] = {}
+            for p in paths:
+                if item is not None and p[0] == item:
+                    continue
+                if p[0] not in self.spec.nodes and p[0] != INPUTS:
+                    hint = f"; inside a map the item is '{{{{ {item} }}}}'" if item else ""
+                    self.problem(
+                        f"prompt refers to '{'.'.join(p)}': '{p[0]}' is neither 'inputs' nor a node{hint}",
+                        *at, "llm", "prompt", node=name, field="prompt",
+                    )
+                    continue
+                key = ".".join(p)
+                inputs[key] = _to_ref(p)
+                field_lines[key] = self.lines.line(*at, "llm", "prompt") or 0
+            try:
+                out_type = _type_decl(llm.output)
+            except Exception as exc:
+                self.problem(f"invalid output type: {exc}", *at, "llm", "output", node=name, field="output")
+                return None
+            constraint = None if out_type.schema in ({}, {"type": "string"}) else OutputConstraint.json_schema(out_type.schema)
+            field_lines["model"] = self.lines.line(*at, "llm", "model") or loc.line or 0
+            settings = Settings(
+                max_tokens=llm.max_tokens, temperature=llm.temperature, top_p=llm.top_p,
+                seed=llm.seed, stop=tuple(llm.stop), logprobs=llm.logprobs,
+            )
+            inner = LLMNode(
+                model=llm.model, prompt=llm.prompt, system=llm.system, constraint=constraint,
+                settings=settings, output_type=out_type, inputs=inputs, field_lines=field_lines,
+                **{**common, "when": () if item else when},
+            )
+        elif ns.tool is not None:
+            tool = tools.get(ns.tool)
+            if tool is None:
+                known = ", ".join(sorted(tools)) or "none"
+                self.problem(f"unknown tool '{ns.tool}' (tools: {known})", *at, "tool", node=name, field="tool")
+                return None
+            args: dict[str, Binding] = {}
+            for arg, value in ns.args.items():
+                field_lines[arg] = self.lines.line(*at, "args", arg) or 0
+                parsed = _parse_ref(value, bare=False) if isinstance(value, str) else None
+                if isinstance(value, str) and parsed is None and "{{" in value:
+                    self.problem("a tool argument is either a literal or exactly one '{{ reference }}'", *at, "args", arg, node=name, field=arg)
+                    continue
+                if parsed is not None and item is not None and parsed[0] == item:
+                    if len(parsed) > 1:
+                        self.problem(f"map item fields are not supported in tool args; pass '{{{{ {item} }}}}'", *at, "args", arg, node=name, field=arg)
+                    item_arg = arg
+                    continue
+                args[arg] = _to_ref(parsed) if parsed is not None else Const(value)
+            inner = ToolNode(
+                tool=tool, inputs=args, input_types=tool.parameters, output_type=tool.return_type,
+                field_lines=field_lines, **{**common, "when": () if item else when},
+            )
+            if item is not None and item_arg not in tool.parameters:
+                self.problem(f"map over a tool needs one argument set to '{{{{ {item} }}}}'", *at, "args", node=name, field="args")
+                return None
+        else:
+            refs = [self.ref(r, *at, "first_of", bare=True, node=name) for r in ns.first_of or []]
+            out_type = _type_decl(ns.output) if ns.output is not None else ANY
+            return FirstOf(
+                inputs={str(i): r for i, r in enumerate(refs)}, output_type=out_type, when=when, **common
+            )
+        if ns.map is None:
+            return inner
+        over = self.ref(ns.map.over, *at, "map", "over", bare=True, node=name)
+        item_type = inner.input_types.get(item_arg, ANY)
+        outer_inputs = {k: v for k, v in inner.inputs.items()}
+        outer_inputs["__items__"] = over
+        return MapNode(
+            inner=inner, over="__items__", item_arg=item_arg, concurrency=ns.map.concurrency,
+            inputs=outer_inputs,
+            input_types={**{k: v for k, v in inner.input_types.items() if k != item_arg},
+                         "__items__": TypeSpec(schema={"type": "array", "items": item_type.schema})},
+            output_type=TypeSpec(schema={"type": "array", "items": inner.output_type.schema}),
+            field_lines={**field_lines, "__items__": self.lines.line(*at, "map", "over") or 0},
+            **{**common, "when": when},
+        )
+
+
+def loads(text: str, source: str = "<string>", base_dir: str | Path | None = None) -> Workflow[Any]:
+    """Load a workflow from YAML text. Raises `WorkflowDefinitionError` listing every problem."""
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise WorkflowDefinitionError(
+            [Problem("error", f"not valid YAML: {getattr(exc, 'problem', exc)}", file=source, line=line)], source
+        ) from exc
+    if root is None:
+        raise WorkflowDefinitionError([Problem("error", "the file is empty", file=source)], source)
+    lines = _Lines()
+    data = lines.walk(root, ())
+    problems = [
+        Problem("error", f"duplicate key '{p[-1]}'", field=".".join(p), file=source, line=ln)
+        for p, ln in lines.duplicates
+    ]
+    if not isinstance(data, dict):
+        raise WorkflowDefinitionError([Problem("error", "a workflow file must be a mapping", file=source, line=1)], source)
+    try:
+        spec = WorkflowFile.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = [str(x) for x in err["loc"]]
+            # pydantic inserts union member names into locations; keep the ones present in the file
+            path = [p for p in loc if p not in ("str", "ModelDecl", "list[str]", "dict[str,any]")]
+            node = path[1] if len(path) > 1 and path[0] == "nodes" else None
+            shown = ".".join(path[2:] if node else path)
+            problems.append(Problem("error", err["msg"], node, shown or None, source, lines.line(*path)))
+        raise WorkflowDefinitionError(problems, source) from exc
+    if problems:
+        raise WorkflowDefinitionError(problems, source)
+    builder = _Builder(spec, lines, source, Path(base_dir) if base_dir else Path.cwd())
+    wf = builder.build()
+    if builder.problems:
+        raise WorkflowDefinitionError(builder.problems + wf.check(), source)
+    return wf
+
+
+def load(path: str | Path) -> Workflow[Any]:
+    """Load a workflow file. Tools named `module:function` are imported relative to its folder."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise FlowrouteError(f"cannot read workflow file {p}: {exc.strerror or exc}") from exc
+    return loads(text, source=str(p), base_dir=p.resolve().parent)

@@ -74,13 +74,14 @@ class OutputConstraint:
 
     def to_regex(self) -> str:
         """The regular language outputs must belong to (compiled to a grammar for local models)."""
+        # A leading space is allowed: after "Label:" a base model's natural next token has one.
         if self.kind == "choice":
-            return "(" + "|".join(re.escape(c) for c in self.choices) + ")"
+            return WHITESPACE + "(" + "|".join(re.escape(c) for c in self.choices) + ")"
         if self.kind == "regex":
             return self.pattern
         from outlines_core.json_schema import build_regex_from_schema
 
-        return str(build_regex_from_schema(json.dumps(self.schema), WHITESPACE))
+        return WHITESPACE + str(build_regex_from_schema(json.dumps(self.schema), WHITESPACE))
 
     def parse(self, text: str, what: str = "model output") -> Any:
         """The validated value for `text`, or `OutputValidationError` saying what is wrong."""

@@ -1,0 +1,179 @@
+"""The `flowroute` command: parsing and printing only; it calls the public API.
+
+Exit codes: 0 success, 1 the workflow failed, 2 invalid file or arguments, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+import flowroute as fr
+from flowroute.engine.result import NodeRecord, RunResult, jsonable
+
+__all__ = ["main"]
+
+_STYLE = {"succeeded": "green", "failed": "red", "skipped": "yellow", "cancelled": "magenta",
+          "running": "cyan", "pending": "dim"}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flowroute", description="Run and check flowroute workflows.")
+    p.add_argument("--version", action="version", version=f"flowroute {fr.__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a workflow file")
+    run.add_argument("file")
+    run.add_argument("--input", "-i", action="append", default=[], metavar="KEY=VALUE",
+                     help="an input value (JSON is parsed for non-string inputs); repeatable")
+    run.add_argument("--inputs-file", metavar="FILE.json", help="inputs as a JSON object")
+    run.add_argument("--json", action="store_true", help="print the full result as JSON")
+    run.add_argument("--max-concurrency", type=int, default=16)
+    run.add_argument("--fail-fast", action="store_true", help="cancel the run at the first failure")
+    val = sub.add_parser("validate", help="check a workflow file without running it")
+    val.add_argument("file")
+    graph = sub.add_parser("graph", help="print the workflow as a Mermaid diagram")
+    graph.add_argument("file")
+    schema = sub.add_parser("schema", help="print the JSON Schema of workflow files")
+    schema.add_argument("--output", "-o", help="write to this file instead of stdout")
+    return p
+
+
+class _Usage(Exception):
+    pass
+
+
+def _inputs(wf: fr.Workflow[Any], args: argparse.Namespace) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    if args.inputs_file:
+        try:
+            data = json.loads(Path(args.inputs_file).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise _Usage(f"--inputs-file {args.inputs_file}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise _Usage(f"--inputs-file {args.inputs_file}: expected a JSON object")
+        values.update(data)
+    for item in args.input:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise _Usage(f"--input {item!r}: expected KEY=VALUE")
+        spec = wf.inputs.get(key)
+        if spec is not None and spec.schema.get("type") not in (None, "string"):
+            try:
+                values[key] = json.loads(raw)
+                continue
+            except json.JSONDecodeError:
+                pass
+        values[key] = raw
+    return values
+
+
+def _table(records: dict[str, NodeRecord], title: str | None = None) -> Table:
+    t = Table(title=title, show_lines=False)
+    for col in ("node", "kind", "status", "time", "model", "tokens", "note"):
+        t.add_column(col, overflow="fold")
+    for r in records.values():
+        style = _STYLE.get(r.status, "")
+        note = r.error or r.skip_reason or ""
+        tokens = r.prompt_tokens + r.completion_tokens
+        t.add_row(
+            r.name, r.kind, f"[{style}]{r.status}[/]", f"{r.duration:.2f}s" if r.duration is not None else "",
+            r.model or "", str(tokens) if tokens else "", note[:200],
+        )
+    return t
+
+
+def _print_result(result: RunResult[Any], as_json: bool, out: Console) -> None:
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2, default=str))
+        return
+    out.print(_table(result.records, title=f"{result.workflow}: {result.status}"))
+    if result.ok:
+        print(json.dumps(jsonable(result.output), indent=2, ensure_ascii=False))
+    else:
+        Console(stderr=True).print(f"error: {result.error}", style="red", markup=False)
+
+
+def _load(path: str) -> fr.Workflow[Any]:
+    if not Path(path).is_file():
+        raise _Usage(f"no such workflow file: {path}")
+    return fr.load(path)
+
+
+def _cmd_run(args: argparse.Namespace, out: Console) -> int:
+    wf = _load(args.file)
+    inputs = _inputs(wf, args)
+    live_enabled = out.is_terminal and not args.json
+    records: dict[str, NodeRecord] = {}
+    live = Live(_table(records), console=out, refresh_per_second=8, transient=True) if live_enabled else None
+
+    def update(record: NodeRecord) -> None:
+        records[record.name] = record
+        if live is not None:
+            live.update(_table(records, title=f"{wf.name}: running"))
+
+    options = fr.RunOptions(
+        max_concurrency=args.max_concurrency, on_failure="stop" if args.fail_fast else "continue",
+        on_update=update,
+    )
+    try:
+        if live is not None:
+            with live:
+                result = wf.run(options, **inputs)
+        else:
+            result = wf.run(options, **inputs)
+    except fr.RunInterrupted as exc:
+        _print_result(exc.result, args.json, out)
+        return 130
+    _print_result(result, args.json, out)
+    return 0 if result.ok else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    out = Console()
+    err = Console(stderr=True)
+    try:
+        if args.command == "schema":
+            from flowroute.frontends.yaml import file_schema
+
+            text = json.dumps(file_schema(), indent=2) + "\n"
+            if args.output:
+                Path(args.output).write_text(text, encoding="utf-8")
+            else:
+                sys.stdout.write(text)
+            return 0
+        if args.command == "run":
+            return _cmd_run(args, out)
+        wf = _load(args.file)
+        if args.command == "validate":
+            for p in wf.validate():
+                err.print(str(p), style="yellow", markup=False, highlight=False)
+            out.print(f"[green]ok[/]: {args.file} ({len(wf.nodes)} nodes)", highlight=False)
+            return 0
+        sys.stdout.write(wf.to_mermaid())
+        return 0
+    except fr.WorkflowDefinitionError as exc:
+        for p in exc.problems:
+            err.print(str(p), style="red" if p.severity == "error" else "yellow", markup=False, highlight=False)
+        return 2
+    except (fr.InputError, _Usage) as exc:
+        err.print(f"error: {exc}", style="red", markup=False, highlight=False)
+        return 2
+    except fr.FlowrouteError as exc:
+        err.print(f"error: {exc}", style="red", markup=False, highlight=False)
+        return 1
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
