@@ -166,7 +166,8 @@ class MapNode(Node):
         return self.inner.model_ref
 
     def check(self, workflow: Workflow[Any]) -> list[Problem]:
-        return self.inner.check(workflow)
+        # the item argument is bound per item, not by the inner node's own inputs
+        return [p for p in self.inner.check(workflow) if p.field != self.item_arg]
 
     async def execute(self, args: dict[str, Any], ctx: NodeContext) -> Any:
         import anyio
