@@ -21,8 +21,14 @@ from flowroute.engine.result import NodeRecord, RunResult, jsonable
 
 __all__ = ["main"]
 
-_STYLE = {"succeeded": "green", "failed": "red", "skipped": "yellow", "cancelled": "magenta",
-          "running": "cyan", "pending": "dim"}
+_STYLE = {
+    "succeeded": "green",
+    "failed": "red",
+    "skipped": "yellow",
+    "cancelled": "magenta",
+    "running": "cyan",
+    "pending": "dim",
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,8 +37,14 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a workflow file")
     run.add_argument("file")
-    run.add_argument("--input", "-i", action="append", default=[], metavar="KEY=VALUE",
-                     help="an input value (JSON is parsed for non-string inputs); repeatable")
+    run.add_argument(
+        "--input",
+        "-i",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an input value (JSON is parsed for non-string inputs); repeatable",
+    )
     run.add_argument("--inputs-file", metavar="FILE.json", help="inputs as a JSON object")
     run.add_argument("--json", action="store_true", help="print the full result as JSON")
     run.add_argument("--max-concurrency", type=int, default=16)
@@ -84,8 +96,13 @@ def _table(records: dict[str, NodeRecord], title: str | None = None) -> Table:
         note = r.error or r.skip_reason or ""
         tokens = r.prompt_tokens + r.completion_tokens
         t.add_row(
-            r.name, r.kind, f"[{style}]{r.status}[/]", f"{r.duration:.2f}s" if r.duration is not None else "",
-            r.model or "", str(tokens) if tokens else "", note[:200],
+            r.name,
+            r.kind,
+            f"[{style}]{r.status}[/]",
+            f"{r.duration:.2f}s" if r.duration is not None else "",
+            r.model or "",
+            str(tokens) if tokens else "",
+            note[:200],
         )
     return t
 
@@ -98,7 +115,8 @@ def _print_result(result: RunResult[Any], as_json: bool, out: Console) -> None:
     if result.ok:
         print(json.dumps(jsonable(result.output), indent=2, ensure_ascii=False))
     else:
-        Console(stderr=True).print(f"error: {result.error}", style="red", markup=False)
+        err = Console(stderr=True, soft_wrap=True)
+        err.print(f"error: {result.error}", style="red", markup=False)
 
 
 def _load(path: str) -> fr.Workflow[Any]:
@@ -112,7 +130,11 @@ def _cmd_run(args: argparse.Namespace, out: Console) -> int:
     inputs = _inputs(wf, args)
     live_enabled = out.is_terminal and not args.json
     records: dict[str, NodeRecord] = {}
-    live = Live(_table(records), console=out, refresh_per_second=8, transient=True) if live_enabled else None
+    live = (
+        Live(_table(records), console=out, refresh_per_second=8, transient=True)
+        if live_enabled
+        else None
+    )
 
     def update(record: NodeRecord) -> None:
         records[record.name] = record
@@ -120,7 +142,8 @@ def _cmd_run(args: argparse.Namespace, out: Console) -> int:
             live.update(_table(records, title=f"{wf.name}: running"))
 
     options = fr.RunOptions(
-        max_concurrency=args.max_concurrency, on_failure="stop" if args.fail_fast else "continue",
+        max_concurrency=args.max_concurrency,
+        on_failure="stop" if args.fail_fast else "continue",
         on_update=update,
     )
     try:
@@ -139,7 +162,7 @@ def _cmd_run(args: argparse.Namespace, out: Console) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     out = Console()
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)  # one line per problem: `file:line:` stays greppable
     try:
         if args.command == "schema":
             from flowroute.frontends.yaml import file_schema
@@ -156,13 +179,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "validate":
             for p in wf.validate():
                 err.print(str(p), style="yellow", markup=False, highlight=False)
-            out.print(f"[green]ok[/]: {args.file} ({len(wf.nodes)} nodes)", highlight=False)
+            ok = f"[green]ok[/]: {args.file} ({len(wf.nodes)} nodes)"
+            out.print(ok, highlight=False, soft_wrap=True)
             return 0
         sys.stdout.write(wf.to_mermaid())
         return 0
     except fr.WorkflowDefinitionError as exc:
         for p in exc.problems:
-            err.print(str(p), style="red" if p.severity == "error" else "yellow", markup=False, highlight=False)
+            err.print(
+                str(p),
+                style="red" if p.severity == "error" else "yellow",
+                markup=False,
+                highlight=False,
+            )
         return 2
     except (fr.InputError, _Usage) as exc:
         err.print(f"error: {exc}", style="red", markup=False, highlight=False)

@@ -52,7 +52,7 @@ class Problem:
 
 
 class WorkflowDefinitionError(FlowrouteError):
-    """A workflow (Python or YAML) is invalid; `problems` lists every problem found, not just the first."""
+    """A workflow (Python or YAML) is invalid; `problems` lists every problem found."""
 
     def __init__(self, problems: list[Problem], source: str | None = None) -> None:
         self.problems = problems

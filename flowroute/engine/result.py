@@ -125,7 +125,7 @@ class RunResult(Generic[Out]):
 
     @property
     def output(self) -> Out:
-        """The workflow's output; raises `RunFailedError` (carrying this result) if the run failed."""
+        """The workflow's output; raises `RunFailedError` (carrying this result) if it failed."""
         if self.status != "succeeded":
             raise RunFailedError(self, f"workflow '{self.workflow}' {self.status}: {self.error}")
         return self._output  # type: ignore[no-any-return]

@@ -46,7 +46,7 @@ class RunOptions:
     max_concurrency: int = 16
     """Nodes running at once across the whole run (per-model limits apply too)."""
     on_failure: Literal["continue", "stop"] = "continue"
-    """`continue`: skip dependents of a failed node, finish everything else. `stop`: cancel the rest."""
+    """`continue`: skip a failed node's dependents, finish the rest. `stop`: cancel the rest."""
     on_update: Callable[[NodeRecord], None] | None = None
     """Called whenever a node's status changes (used by the CLI's live view)."""
 
@@ -71,7 +71,9 @@ class _Run:
 
     def _value(self, ref: Ref) -> Any:
         if ref.node == INPUTS:
-            return Ref(INPUTS, ref.path[1:]).get(self.inputs[ref.path[0]]) if ref.path else self.inputs
+            return (
+                Ref(INPUTS, ref.path[1:]).get(self.inputs[ref.path[0]]) if ref.path else self.inputs
+            )
         return ref.get(self.result.records[ref.node].output)
 
     def _resolve(self, b: Binding) -> Any:
@@ -90,8 +92,8 @@ class _Run:
             else:
                 bad.append(f"'{ref.node}' {rec.status}")
         for cond in node.when:
-            rec = self.result.records.get(cond.ref.node)
-            if rec is not None and rec.status != "succeeded":
+            cond_rec = self.result.records.get(cond.ref.node)
+            if cond_rec is not None and cond_rec.status != "succeeded":
                 return f"condition input {bad[0] if bad else cond.ref.node} did not succeed"
             if not cond.holds(self._value(cond.ref)):
                 return f"condition {cond} not met (got {self._value(cond.ref)!r})"
@@ -112,9 +114,12 @@ class _Run:
                 return
             args: dict[str, Any] = {}
             for arg, binding in node.inputs.items():
-                if isinstance(binding, Ref) and binding.node != INPUTS:
-                    if self.result.records[binding.node].status != "succeeded":
-                        continue  # only FirstOf gets here
+                if (
+                    isinstance(binding, Ref)
+                    and binding.node != INPUTS
+                    and self.result.records[binding.node].status != "succeeded"
+                ):
+                    continue  # only FirstOf gets here
                 value = self._resolve(binding)
                 expected = node.input_types.get(arg)
                 if expected is not None:
@@ -166,7 +171,9 @@ class _Run:
                 value = self._output_value(out)
             else:
                 value = {k: self._output_value(b) for k, b in out.items()}
-            result._output = self.wf.output_type.validate(value, f"output of workflow '{self.wf.name}'")
+            result._output = self.wf.output_type.validate(
+                value, f"output of workflow '{self.wf.name}'"
+            )
             result.status = "succeeded"
         except _Unavailable as exc:
             result.status = "cancelled" if cancelled and not result.failed else "failed"

@@ -16,7 +16,17 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from flowroute.errors import FlowrouteError, Problem, WorkflowDefinitionError
 from flowroute.graph.kinds import LLMNode, ToolNode
-from flowroute.graph.nodes import INPUTS, Binding, Condition, Const, FirstOf, Location, MapNode, Node, Ref
+from flowroute.graph.nodes import (
+    INPUTS,
+    Binding,
+    Condition,
+    Const,
+    FirstOf,
+    Location,
+    MapNode,
+    Node,
+    Ref,
+)
 from flowroute.graph.templates import render, template_paths
 from flowroute.graph.types import ANY, TypeSpec
 from flowroute.graph.workflow import Workflow
@@ -24,7 +34,17 @@ from flowroute.models.base import Settings
 from flowroute.structured.constraint import OutputConstraint
 from flowroute.tools.python import Tool
 
-__all__ = ["Handle", "LLMFunction", "ToolFunction", "first_of", "llm", "map", "tool", "when", "workflow"]
+__all__ = [
+    "Handle",
+    "LLMFunction",
+    "ToolFunction",
+    "first_of",
+    "llm",
+    "map",
+    "tool",
+    "when",
+    "workflow",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -80,7 +100,8 @@ class Handle:
 
     def __iter__(self) -> Iterator[Any]:
         raise FlowrouteError(
-            f"'{self._ref}' is only known when the workflow runs: use flowroute.map(fn, handle) to fan out"
+            f"'{self._ref}' is only known when the workflow runs: "
+            "use flowroute.map(fn, handle) to fan out"
         )
 
     def __repr__(self) -> str:
@@ -91,7 +112,9 @@ def _binding(value: Any) -> Binding:
     if isinstance(value, Handle):
         return value._ref
     if isinstance(value, list | tuple) and any(isinstance(v, Handle) for v in value):
-        raise FlowrouteError("lists of handles are not supported as arguments; pass one handle per argument")
+        raise FlowrouteError(
+            "lists of handles are not supported as arguments; pass one handle per argument"
+        )
     return Const(value)
 
 
@@ -130,13 +153,18 @@ class _NodeFunction(Generic[P, R]):
         unknown = set(options) - {"name", "retries", "retry_backoff", "timeout", "description"}
         if unknown:
             raise FlowrouteError(f"unknown node option(s): {', '.join(sorted(unknown))}")
-        clone = typing.cast(typing.Self, object.__new__(type(self)))
+        clone: typing.Self = object.__new__(type(self))
         clone.__dict__.update(self.__dict__)
         clone.node_options = {**self.node_options, **options}
         return clone
 
-    def _make_node(self, name: str, inputs: dict[str, Binding], when: tuple[Condition, ...],
-                   location: Location | None) -> Node:
+    def _make_node(
+        self,
+        name: str,
+        inputs: dict[str, Binding],
+        when: tuple[Condition, ...],
+        location: Location | None,
+    ) -> Node:
         raise NotImplementedError
 
     def _trace(self, tracer: _Tracer, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Handle:
@@ -145,7 +173,11 @@ class _NodeFunction(Generic[P, R]):
         return tracer.add(self._make_node(name, inputs, tuple(tracer.conditions), _call_site()))
 
     def _common(self) -> dict[str, Any]:
-        return {k: v for k, v in self.node_options.items() if k in ("retries", "retry_backoff", "timeout", "description")}
+        return {
+            k: v
+            for k, v in self.node_options.items()
+            if k in ("retries", "retry_backoff", "timeout", "description")
+        }
 
 
 class ToolFunction(_NodeFunction[P, R]):
@@ -158,14 +190,26 @@ class ToolFunction(_NodeFunction[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         tracer = _active()
         if tracer is None:
-            return self.fn(*args, **kwargs)
+            result: R = self.fn(*args, **kwargs)
+            return result
         return typing.cast(R, self._trace(tracer, args, kwargs))
 
-    def _make_node(self, name: str, inputs: dict[str, Binding], when: tuple[Condition, ...],
-                   location: Location | None) -> Node:
+    def _make_node(
+        self,
+        name: str,
+        inputs: dict[str, Binding],
+        when: tuple[Condition, ...],
+        location: Location | None,
+    ) -> Node:
         return ToolNode(
-            name=name, tool=self.tool, inputs=inputs, input_types=self.tool.parameters,
-            output_type=self.tool.return_type, when=when, location=location, **self._common(),
+            name=name,
+            tool=self.tool,
+            inputs=inputs,
+            input_types=self.tool.parameters,
+            output_type=self.tool.return_type,
+            when=when,
+            location=location,
+            **self._common(),
         )
 
 
@@ -175,7 +219,9 @@ class LLMFunction(_NodeFunction[P, Any]):
     def __init__(self, fn: Callable[..., Any], options: Mapping[str, Any]) -> None:
         super().__init__(fn, options)
         output = options.get("output", str)
-        self.output_type = TypeSpec.of(output) if not isinstance(output, dict) else TypeSpec.from_schema(output)
+        self.output_type = (
+            TypeSpec.of(output) if not isinstance(output, dict) else TypeSpec.from_schema(output)
+        )
         self.constraint = OutputConstraint.of(output)
         hints = typing.get_type_hints(fn)
         sig = inspect.signature(fn)
@@ -186,7 +232,9 @@ class LLMFunction(_NodeFunction[P, Any]):
         returned = self.fn(**args)
         template = returned if isinstance(returned, str) else self.template
         if not template:
-            raise FlowrouteError(f"llm function '{self.__name__}' has no docstring and returned no prompt")
+            raise FlowrouteError(
+                f"llm function '{self.__name__}' has no docstring and returned no prompt"
+            )
         return render(template, args)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -197,14 +245,28 @@ class LLMFunction(_NodeFunction[P, Any]):
             )
         return self._trace(tracer, args, kwargs)
 
-    def _make_node(self, name: str, inputs: dict[str, Binding], when: tuple[Condition, ...],
-                   location: Location | None) -> Node:
+    def _make_node(
+        self,
+        name: str,
+        inputs: dict[str, Binding],
+        when: tuple[Condition, ...],
+        location: Location | None,
+    ) -> Node:
         settings = Settings(**self.node_options.get("settings", {}))
         return LLMNode(
-            name=name, model=self.node_options.get("model", "local"), prompt=self.template,
-            prompt_fn=self._prompt, constraint=self.constraint, output_type=self.output_type,
-            system=self.node_options.get("system"), settings=settings, inputs=inputs,
-            input_types=self.input_types, when=when, location=location, **self._common(),
+            name=name,
+            model=self.node_options.get("model", "local"),
+            prompt=self.template,
+            prompt_fn=self._prompt,
+            constraint=self.constraint,
+            output_type=self.output_type,
+            system=self.node_options.get("system"),
+            settings=settings,
+            inputs=inputs,
+            input_types=self.input_types,
+            when=when,
+            location=location,
+            **self._common(),
         )
 
     def template_problems(self) -> list[str]:
@@ -213,7 +275,8 @@ class LLMFunction(_NodeFunction[P, Any]):
         params = set(inspect.signature(self.fn).parameters)
         return [
             f"prompt template uses '{'.'.join(p)}', which is not a parameter"
-            for p in template_paths(self.template) if p[0] not in params
+            for p in template_paths(self.template)
+            if p[0] not in params
         ]
 
 
@@ -239,9 +302,13 @@ def tool(fn: Any = None, /, **options: Any) -> Any:
 
 
 def llm(
-    *, model: Any = "local", output: Any = str, system: str | None = None,
-    settings: Mapping[str, Any] | None = None, **options: Any,
-) -> Callable[[Callable[..., Any]], LLMFunction[..., Any]]:
+    *,
+    model: Any = "local",
+    output: Any = str,
+    system: str | None = None,
+    settings: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> Callable[[Callable[..., Any]], LLMFunction[...]]:
     """Make a function an LLM node. Its docstring (a Jinja2 template over its parameters), or
     the string it returns, is the prompt; `output` is the type the model must produce.
 
@@ -252,16 +319,24 @@ def llm(
             "Ticket: {{ ticket }}\\nCategory:"
         ```
     """
-    opts = {"model": model, "output": output, "system": system, "settings": dict(settings or {}), **options}
+    opts = {
+        "model": model,
+        "output": output,
+        "system": system,
+        "settings": dict(settings or {}),
+        **options,
+    }
     return lambda fn: LLMFunction(fn, opts)
 
 
 @contextmanager
 def when(value: Handle, *values: Any) -> Iterator[None]:
-    """Nodes created inside run only when `value` equals one of `values`; otherwise they are skipped."""
+    """Nodes created inside run only when `value` equals one of `values`; else they are skipped."""
     tracer = _active()
     if tracer is None or not isinstance(value, Handle):
-        raise FlowrouteError("flowroute.when(handle, value) is only valid inside a @workflow function")
+        raise FlowrouteError(
+            "flowroute.when(handle, value) is only valid inside a @workflow function"
+        )
     if not values:
         raise FlowrouteError("flowroute.when needs at least one value to compare with")
     tracer.conditions.append(Condition(value._ref, tuple(getattr(v, "value", v) for v in values)))
@@ -279,13 +354,24 @@ def first_of(*handles: Handle, name: str = "first_of") -> Any:
     inputs = {str(i): _binding(h) for i, h in enumerate(handles)}
     types = [h._type for h in handles if isinstance(h, Handle)]
     out_type = types[0] if types and all(t.schema == types[0].schema for t in types) else ANY
-    return tracer.add(FirstOf(
-        name=tracer.unique(name), inputs=inputs, output_type=out_type,
-        when=tuple(tracer.conditions), location=_call_site(),
-    ))
+    return tracer.add(
+        FirstOf(
+            name=tracer.unique(name),
+            inputs=inputs,
+            output_type=out_type,
+            when=tuple(tracer.conditions),
+            location=_call_site(),
+        )
+    )
 
 
-def map(fn: _NodeFunction[..., Any], items: Handle, /, *, concurrency: int = 4, **kwargs: Any) -> Any:
+_OVER = "__items__"
+"""The map node's input holding the list (not a name any function parameter can clash with)."""
+
+
+def map(
+    fn: _NodeFunction[..., Any], items: Handle, /, *, concurrency: int = 4, **kwargs: Any
+) -> Any:
     """Run `fn` once per item of `items` (at most `concurrency` at a time); the result is a list.
 
     The item is passed as `fn`'s first parameter not given in `kwargs`.
@@ -295,7 +381,9 @@ def map(fn: _NodeFunction[..., Any], items: Handle, /, *, concurrency: int = 4, 
         raise FlowrouteError("flowroute.map is only valid inside a @workflow function")
     params = [p for p in inspect.signature(fn.fn).parameters if p not in kwargs]
     if not params:
-        raise FlowrouteError(f"flowroute.map: '{fn.__name__}' has no parameter left to receive the item")
+        raise FlowrouteError(
+            f"flowroute.map: '{fn.__name__}' has no parameter left to receive the item"
+        )
     item_arg = params[0]
     inner_inputs = _bind_call(inspect.signature(fn.fn), fn.__name__, (), kwargs)
     name = tracer.unique(fn.node_options.get("name") or f"map_{fn.__name__}")
@@ -303,18 +391,28 @@ def map(fn: _NodeFunction[..., Any], items: Handle, /, *, concurrency: int = 4, 
     inner = fn._make_node(name, inner_inputs, (), location)
     item_type = inner.input_types.get(item_arg, ANY)
     node = MapNode(
-        name=name, inner=inner, over="items", item_arg=item_arg, concurrency=concurrency,
-        inputs={**inner_inputs, "items": _binding(items)},
-        input_types={**{k: v for k, v in inner.input_types.items() if k != item_arg},
-                     "items": TypeSpec(schema={"type": "array", "items": item_type.schema})},
+        name=name,
+        inner=inner,
+        over=_OVER,
+        item_arg=item_arg,
+        concurrency=concurrency,
+        inputs={**inner_inputs, _OVER: _binding(items)},
+        input_types={
+            **{k: v for k, v in inner.input_types.items() if k != item_arg},
+            _OVER: TypeSpec(schema={"type": "array", "items": item_type.schema}),
+        },
         output_type=TypeSpec(schema={"type": "array", "items": inner.output_type.schema}),
-        when=tuple(tracer.conditions), location=location,
+        when=tuple(tracer.conditions),
+        location=location,
     )
     return tracer.add(node)
 
 
 def workflow(
-    fn: Callable[..., Out] | None = None, /, *, name: str | None = None,
+    fn: Callable[..., Out] | None = None,
+    /,
+    *,
+    name: str | None = None,
     models: Mapping[str, Any] | None = None,
 ) -> Any:
     """Build a `Workflow` by tracing `fn`. Its parameters are the workflow's inputs.
@@ -345,8 +443,13 @@ def workflow(
         else:
             output = _binding(ret)
         problems = [
-            Problem("error", why, node=n.name, file=n.location.file if n.location else None,
-                    line=n.location.line if n.location else None)
+            Problem(
+                "error",
+                why,
+                node=n.name,
+                file=n.location.file if n.location else None,
+                line=n.location.line if n.location else None,
+            )
             for n in tracer.nodes.values()
             if isinstance(n, LLMNode) and n.prompt_fn is not None
             for why in _template_problems(n)
@@ -355,8 +458,13 @@ def workflow(
             raise WorkflowDefinitionError(problems, f.__qualname__)
         out_hint = hints.get("return", Any)
         return Workflow(
-            name=name or f.__name__, nodes=dict(tracer.nodes), output=output, inputs=inputs,
-            input_defaults=defaults, output_type=TypeSpec.of(out_hint), models=dict(models or {}),
+            name=name or f.__name__,
+            nodes=dict(tracer.nodes),
+            output=output,
+            inputs=inputs,
+            input_defaults=defaults,
+            output_type=TypeSpec.of(out_hint),
+            models=dict(models or {}),
             description=inspect.cleandoc(f.__doc__ or ""),
         )
 

@@ -11,21 +11,36 @@ import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
+import jsonschema
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from flowroute.errors import FlowrouteError, Problem, WorkflowDefinitionError
 from flowroute.graph.kinds import LLMNode, ToolNode
-from flowroute.graph.nodes import INPUTS, Binding, Condition, Const, FirstOf, Location, MapNode, Node, Ref
+from flowroute.graph.nodes import (
+    INPUTS,
+    Binding,
+    Condition,
+    Const,
+    FirstOf,
+    Location,
+    MapNode,
+    Node,
+    Ref,
+)
 from flowroute.graph.templates import TemplateError, template_paths
 from flowroute.graph.types import ANY, TypeSpec
 from flowroute.graph.workflow import Workflow
 from flowroute.models.base import Model, Settings
 from flowroute.structured.constraint import OutputConstraint
 from flowroute.tools.python import Tool
+
+if TYPE_CHECKING:
+    from flowroute.engine.context import NodeContext
 
 __all__ = ["WorkflowFile", "file_schema", "load", "loads"]
 
@@ -38,15 +53,20 @@ class _Strict(BaseModel):
 
 TypeDecl = Annotated[
     str | list[str] | dict[str, Any],
-    Field(description="A JSON Schema, a type name (string, integer, number, boolean, object, "
-                      "array), or a list of strings (one of them)."),
+    Field(
+        description="A JSON Schema, a type name (string, integer, number, boolean, object, "
+        "array), or a list of strings (one of them)."
+    ),
 ]
 
 
 class LLMSpec(_Strict):
     """An LLM call: a Jinja2 prompt over `inputs.*` and other nodes' outputs."""
 
-    model: str = Field("local", description="A name from `models`, `local`, `local:/path.gguf` or a litellm string.")
+    model: str = Field(
+        "local",
+        description="A name from `models`, `local`, `local:/path.gguf` or a litellm string.",
+    )
     prompt: str = Field(description="Jinja2 template, e.g. 'Ticket: {{ inputs.ticket }}'.")
     system: str | None = None
     output: TypeDecl = Field("string", description="The type the model must produce (constrained).")
@@ -85,8 +105,12 @@ class NodeSpec(_Strict):
 
     llm: LLMSpec | None = None
     tool: str | None = Field(None, description="A name from `tools`.")
-    args: dict[str, Any] = Field(default_factory=dict, description="Tool arguments: literals or '{{ ref }}'.")
-    first_of: list[str] | None = Field(None, description="Fan-in: the first of these references whose node ran.")
+    args: dict[str, Any] = Field(
+        default_factory=dict, description="Tool arguments: literals or '{{ ref }}'."
+    )
+    first_of: list[str] | None = Field(
+        None, description="Fan-in: the first of these references whose node ran."
+    )
     output: TypeDecl | None = Field(None, description="For first_of: the output type.")
     map: MapSpec | None = None
     when: WhenSpec | None = None
@@ -99,7 +123,9 @@ class NodeSpec(_Strict):
     def _one_kind(self) -> NodeSpec:
         kinds = [k for k in ("llm", "tool", "first_of") if getattr(self, k) is not None]
         if len(kinds) != 1:
-            raise ValueError(f"a node needs exactly one of llm, tool, first_of (got {kinds or 'none'})")
+            raise ValueError(
+                f"a node needs exactly one of llm, tool, first_of (got {kinds or 'none'})"
+            )
         return self
 
 
@@ -130,7 +156,9 @@ class WorkflowFile(_Strict):
     models: dict[str, str | ModelDecl] = Field(default_factory=dict)
     tools: dict[str, str] = Field(default_factory=dict, description="name -> 'module:function'.")
     nodes: dict[str, NodeSpec]
-    output: str | dict[str, str] = Field(description="A reference, or a mapping of name -> reference.")
+    output: str | dict[str, str] = Field(
+        description="A reference, or a mapping of name -> reference."
+    )
 
 
 def file_schema() -> dict[str, Any]:
@@ -188,15 +216,26 @@ def _to_ref(path: tuple[str, ...]) -> Ref:
     return Ref(path[0], path[1:]) if path[0] != INPUTS else Ref(INPUTS, path[1:])
 
 
+_TYPE_NAMES = ("string", "integer", "number", "boolean", "object", "array", "null", "any")
+
+
 def _type_decl(decl: Any) -> TypeSpec:
+    """The type a declaration names; `ValueError` with a one-line reason when it is invalid."""
     if isinstance(decl, list):
         return TypeSpec.from_schema({"type": "string", "enum": decl})
     if isinstance(decl, str):
         if decl == "any":
             return ANY
+        if decl not in _TYPE_NAMES:
+            raise ValueError(f"unknown type '{decl}' (use one of {', '.join(_TYPE_NAMES)})")
         return TypeSpec.from_schema({"type": decl})
     schema = {k: v for k, v in decl.items() if k != "default"}
-    return TypeSpec.from_schema(schema)
+    try:
+        return TypeSpec.from_schema(schema)
+    except jsonschema.SchemaError as exc:
+        at = "".join(f"[{p!r}]" for p in exc.path)
+        where = f" at {at}" if at else ""
+        raise ValueError(f"not a valid JSON Schema: {exc.message}{where}") from exc
 
 
 @contextmanager
@@ -211,13 +250,27 @@ def _importable_from(directory: Path) -> Iterator[None]:
             sys.path.remove(str(directory))
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Unbuilt(Node):
+    """Stands in for a node whose definition has errors (`loads` never returns one)."""
+
+    kind: ClassVar[str] = "invalid"
+
+    async def execute(self, args: dict[str, Any], ctx: NodeContext) -> Any:
+        raise AssertionError(f"node '{self.name}' has definition errors")
+
+
 class _Builder:
     def __init__(self, spec: WorkflowFile, lines: _Lines, source: str, base_dir: Path) -> None:
         self.spec, self.lines, self.source, self.base_dir = spec, lines, source, base_dir
         self.problems: list[Problem] = []
 
-    def problem(self, message: str, *path: str, node: str | None = None, field: str | None = None) -> None:
-        self.problems.append(Problem("error", message, node, field, self.source, self.lines.line(*path)))
+    def problem(
+        self, message: str, *path: str, node: str | None = None, field: str | None = None
+    ) -> None:
+        self.problems.append(
+            Problem("error", message, node, field, self.source, self.lines.line(*path))
+        )
 
     def build(self) -> Workflow[Any]:
         spec = self.spec
@@ -228,6 +281,7 @@ class _Builder:
                 inputs[name] = _type_decl(decl)
             except Exception as exc:
                 self.problem(f"invalid type: {exc}", "inputs", name, field=f"inputs.{name}")
+                inputs[name] = ANY  # reported; references to it are not errors too
             if isinstance(decl, dict) and "default" in decl:
                 defaults[name] = decl["default"]
         models = {n: self.model(n, d) for n, d in spec.models.items()}
@@ -235,8 +289,14 @@ class _Builder:
         nodes: dict[str, Node] = {}
         for name, nspec in spec.nodes.items():
             node = self.node(name, nspec, tools)
-            if node is not None:
-                nodes[name] = node
+            # a node with errors is kept as a stand-in, so references to it are not reported again
+            nodes[name] = (
+                node
+                if node is not None
+                else _Unbuilt(
+                    name=name, location=Location(self.source, self.lines.line("nodes", name))
+                )
+            )
         output: Any
         if isinstance(spec.output, str):
             output = self.ref(spec.output, "output", bare=True)
@@ -244,36 +304,59 @@ class _Builder:
             output = {k: self.ref(v, "output", k, bare=True) for k, v in spec.output.items()}
         top_lines = {f"inputs.{n}": self.lines.line("inputs", n) or 0 for n in spec.inputs}
         top_lines["output"] = self.lines.line("output") or 0
+        if isinstance(spec.output, dict):
+            top_lines.update(
+                {f"output.{k}": self.lines.line("output", k) or 0 for k in spec.output}
+            )
         return Workflow(
-            name=spec.name, nodes=nodes, output=output, inputs=inputs, input_defaults=defaults,
-            models={k: v for k, v in models.items() if v is not None}, source=self.source,
-            lines=top_lines, description=spec.description,
+            name=spec.name,
+            nodes=nodes,
+            output=output,
+            inputs=inputs,
+            input_defaults=defaults,
+            models={k: v for k, v in models.items() if v is not None},
+            source=self.source,
+            lines=top_lines,
+            description=spec.description,
         )
 
     def model(self, name: str, decl: str | ModelDecl) -> Any:
         if isinstance(decl, str):
             return decl
-        from flowroute import models as m
-
-        opts = {k: v for k, v in decl.model_dump(exclude_none=True).items() if k not in ("local", "litellm")}
+        opts = {
+            k: v
+            for k, v in decl.model_dump(exclude_none=True).items()
+            if k not in ("local", "litellm")
+        }
         try:
             model: Model
             if decl.local is not None:
                 path = None if decl.local in ("", "default") else decl.local
                 if path is not None and not Path(path).is_absolute():
                     path = str(self.base_dir / path)
-                model = m.local(path, name=name, **opts)
+                from flowroute.models.llamacpp import LocalModel
+
+                model = LocalModel(path, name=name, **opts)
             else:
-                model = m.litellm(str(decl.litellm), **opts)
+                from flowroute.models.litellm_model import LiteLLMModel
+
+                model = LiteLLMModel(str(decl.litellm), **opts)
             return model
         except Exception as exc:
-            self.problem(f"invalid model declaration: {exc}", "models", name, field=f"models.{name}")
+            self.problem(
+                f"invalid model declaration: {exc}", "models", name, field=f"models.{name}"
+            )
             return None
 
     def tool(self, name: str, target: str) -> Tool | None:
         module, _, attr = target.partition(":")
         if not module or not attr:
-            self.problem(f"tool '{name}': expected 'module:function', got {target!r}", "tools", name, field=f"tools.{name}")
+            self.problem(
+                f"tool '{name}': expected 'module:function', got {target!r}",
+                "tools",
+                name,
+                field=f"tools.{name}",
+            )
             return None
         try:
             with _importable_from(self.base_dir):
@@ -281,20 +364,32 @@ class _Builder:
             for part in attr.split("."):
                 obj = getattr(obj, part)
         except Exception as exc:
-            self.problem(f"tool '{name}': cannot import {target!r}: {type(exc).__name__}: {exc}", "tools", name, field=f"tools.{name}")
+            self.problem(
+                f"tool '{name}': cannot import {target!r}: {type(exc).__name__}: {exc}",
+                "tools",
+                name,
+                field=f"tools.{name}",
+            )
             return None
         found = getattr(obj, "tool", None)
         if isinstance(found, Tool):
             return found
         if not callable(obj):
-            self.problem(f"tool '{name}': {target!r} is not callable", "tools", name, field=f"tools.{name}")
+            self.problem(
+                f"tool '{name}': {target!r} is not callable", "tools", name, field=f"tools.{name}"
+            )
             return None
         return Tool.from_function(obj, name=name)
 
     def ref(self, text: str, *path: str, bare: bool, node: str | None = None) -> Ref:
         parsed = _parse_ref(text, bare=bare)
         if parsed is None:
-            self.problem(f"expected a reference like 'node.field' or '{{{{ node.field }}}}', got {text!r}", *path, node=node, field=path[-1] if path else None)
+            self.problem(
+                f"expected a reference like 'node.field' or '{{{{ node.field }}}}', got {text!r}",
+                *path,
+                node=node,
+                field=path[-1] if path else None,
+            )
             return Ref(INPUTS)
         return _to_ref(parsed)
 
@@ -303,20 +398,30 @@ class _Builder:
         loc = Location(self.source, self.lines.line(*at))
         item = ns.map.as_ if ns.map else None
         common: dict[str, Any] = dict(
-            name=name, retries=ns.retries, retry_backoff=ns.retry_backoff, timeout=ns.timeout,
-            location=loc, description=ns.description,
+            name=name,
+            retries=ns.retries,
+            retry_backoff=ns.retry_backoff,
+            timeout=ns.timeout,
+            location=loc,
+            description=ns.description,
         )
         when: tuple[Condition, ...] = ()
         if ns.when is not None:
             values = tuple(ns.when.in_) if ns.when.in_ is not None else (ns.when.equals,)
-            when = (Condition(self.ref(ns.when.ref, *at, "when", "ref", bare=True, node=name), values),)
+            when = (
+                Condition(self.ref(ns.when.ref, *at, "when", "ref", bare=True, node=name), values),
+            )
         field_lines: dict[str, int] = {}
+        if ns.when is not None:
+            field_lines["when"] = self.lines.line(*at, "when", "ref") or 0
         inner: Node
         item_arg = item or "item"
         if ns.llm is not None:
             llm = ns.llm
             try:
-                paths = template_paths(llm.prompt) + (template_paths(llm.system) if llm.system else [])
+                paths = template_paths(llm.prompt) + (
+                    template_paths(llm.system) if llm.system else []
+                )
             except TemplateError as exc:
                 self.problem(str(exc), *at, "llm", "prompt", node=name, field="prompt")
                 return None
@@ -327,8 +432,13 @@ class _Builder:
                 if p[0] not in self.spec.nodes and p[0] != INPUTS:
                     hint = f"; inside a map the item is '{{{{ {item} }}}}'" if item else ""
                     self.problem(
-                        f"prompt refers to '{'.'.join(p)}': '{p[0]}' is neither 'inputs' nor a node{hint}",
-                        *at, "llm", "prompt", node=name, field="prompt",
+                        f"prompt refers to '{'.'.join(p)}': "
+                        f"'{p[0]}' is neither 'inputs' nor a node{hint}",
+                        *at,
+                        "llm",
+                        "prompt",
+                        node=name,
+                        field="prompt",
                     )
                     continue
                 key = ".".join(p)
@@ -337,50 +447,114 @@ class _Builder:
             try:
                 out_type = _type_decl(llm.output)
             except Exception as exc:
-                self.problem(f"invalid output type: {exc}", *at, "llm", "output", node=name, field="output")
+                self.problem(
+                    f"invalid output type: {exc}", *at, "llm", "output", node=name, field="output"
+                )
                 return None
-            constraint = None if out_type.schema in ({}, {"type": "string"}) else OutputConstraint.json_schema(out_type.schema)
+            constraint = (
+                None
+                if out_type.schema in ({}, {"type": "string"})
+                else OutputConstraint.json_schema(out_type.schema)
+            )
             field_lines["model"] = self.lines.line(*at, "llm", "model") or loc.line or 0
             settings = Settings(
-                max_tokens=llm.max_tokens, temperature=llm.temperature, top_p=llm.top_p,
-                seed=llm.seed, stop=tuple(llm.stop), logprobs=llm.logprobs,
+                max_tokens=llm.max_tokens,
+                temperature=llm.temperature,
+                top_p=llm.top_p,
+                seed=llm.seed,
+                stop=tuple(llm.stop),
+                logprobs=llm.logprobs,
             )
             inner = LLMNode(
-                model=llm.model, prompt=llm.prompt, system=llm.system, constraint=constraint,
-                settings=settings, output_type=out_type, inputs=inputs, field_lines=field_lines,
+                model=llm.model,
+                prompt=llm.prompt,
+                system=llm.system,
+                constraint=constraint,
+                settings=settings,
+                output_type=out_type,
+                inputs=inputs,
+                field_lines=field_lines,
                 **{**common, "when": () if item else when},
             )
         elif ns.tool is not None:
             tool = tools.get(ns.tool)
             if tool is None:
-                known = ", ".join(sorted(tools)) or "none"
-                self.problem(f"unknown tool '{ns.tool}' (tools: {known})", *at, "tool", node=name, field="tool")
+                if ns.tool not in self.spec.tools:  # a declared tool that failed is reported
+                    known = ", ".join(sorted(self.spec.tools)) or "none"
+                    self.problem(
+                        f"unknown tool '{ns.tool}' (tools: {known})",
+                        *at,
+                        "tool",
+                        node=name,
+                        field="tool",
+                    )
                 return None
             args: dict[str, Binding] = {}
             for arg, value in ns.args.items():
                 field_lines[arg] = self.lines.line(*at, "args", arg) or 0
                 parsed = _parse_ref(value, bare=False) if isinstance(value, str) else None
                 if isinstance(value, str) and parsed is None and "{{" in value:
-                    self.problem("a tool argument is either a literal or exactly one '{{ reference }}'", *at, "args", arg, node=name, field=arg)
+                    self.problem(
+                        "a tool argument is either a literal or exactly one '{{ reference }}'",
+                        *at,
+                        "args",
+                        arg,
+                        node=name,
+                        field=arg,
+                    )
+                    args[arg] = Const(value)  # reported above; do not also report it missing
                     continue
                 if parsed is not None and item is not None and parsed[0] == item:
                     if len(parsed) > 1:
-                        self.problem(f"map item fields are not supported in tool args; pass '{{{{ {item} }}}}'", *at, "args", arg, node=name, field=arg)
+                        self.problem(
+                            "map item fields are not supported in tool args; "
+                            f"pass '{{{{ {item} }}}}'",
+                            *at,
+                            "args",
+                            arg,
+                            node=name,
+                            field=arg,
+                        )
                     item_arg = arg
                     continue
                 args[arg] = _to_ref(parsed) if parsed is not None else Const(value)
             inner = ToolNode(
-                tool=tool, inputs=args, input_types=tool.parameters, output_type=tool.return_type,
-                field_lines=field_lines, **{**common, "when": () if item else when},
+                tool=tool,
+                inputs=args,
+                input_types=tool.parameters,
+                output_type=tool.return_type,
+                field_lines=field_lines,
+                **{**common, "when": () if item else when},
             )
             if item is not None and item_arg not in tool.parameters:
-                self.problem(f"map over a tool needs one argument set to '{{{{ {item} }}}}'", *at, "args", node=name, field="args")
+                self.problem(
+                    f"map over a tool needs one argument set to '{{{{ {item} }}}}'",
+                    *at,
+                    "args",
+                    node=name,
+                    field="args",
+                )
                 return None
         else:
-            refs = [self.ref(r, *at, "first_of", bare=True, node=name) for r in ns.first_of or []]
-            out_type = _type_decl(ns.output) if ns.output is not None else ANY
+            refs = [
+                self.ref(r, *at, "first_of", str(i), bare=True, node=name)
+                for i, r in enumerate(ns.first_of or [])
+            ]
+            for i in range(len(refs)):
+                field_lines[str(i)] = self.lines.line(*at, "first_of", str(i)) or 0
+            try:
+                out_type = _type_decl(ns.output) if ns.output is not None else ANY
+            except ValueError as exc:
+                self.problem(
+                    f"invalid output type: {exc}", *at, "output", node=name, field="output"
+                )
+                return None
             return FirstOf(
-                inputs={str(i): r for i, r in enumerate(refs)}, output_type=out_type, when=when, **common
+                inputs={str(i): r for i, r in enumerate(refs)},
+                output_type=out_type,
+                when=when,
+                field_lines=field_lines,
+                **common,
             )
         if ns.map is None:
             return inner
@@ -389,10 +563,15 @@ class _Builder:
         outer_inputs = {k: v for k, v in inner.inputs.items()}
         outer_inputs["__items__"] = over
         return MapNode(
-            inner=inner, over="__items__", item_arg=item_arg, concurrency=ns.map.concurrency,
+            inner=inner,
+            over="__items__",
+            item_arg=item_arg,
+            concurrency=ns.map.concurrency,
             inputs=outer_inputs,
-            input_types={**{k: v for k, v in inner.input_types.items() if k != item_arg},
-                         "__items__": TypeSpec(schema={"type": "array", "items": item_type.schema})},
+            input_types={
+                **{k: v for k, v in inner.input_types.items() if k != item_arg},
+                "__items__": TypeSpec(schema={"type": "array", "items": item_type.schema}),
+            },
             output_type=TypeSpec(schema={"type": "array", "items": inner.output_type.schema}),
             field_lines={**field_lines, "__items__": self.lines.line(*at, "map", "over") or 0},
             **{**common, "when": when},
@@ -407,7 +586,15 @@ def loads(text: str, source: str = "<string>", base_dir: str | Path | None = Non
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         raise WorkflowDefinitionError(
-            [Problem("error", f"not valid YAML: {getattr(exc, 'problem', exc)}", file=source, line=line)], source
+            [
+                Problem(
+                    "error",
+                    f"not valid YAML: {getattr(exc, 'problem', exc)}",
+                    file=source,
+                    line=line,
+                )
+            ],
+            source,
         ) from exc
     if root is None:
         raise WorkflowDefinitionError([Problem("error", "the file is empty", file=source)], source)
@@ -418,7 +605,9 @@ def loads(text: str, source: str = "<string>", base_dir: str | Path | None = Non
         for p, ln in lines.duplicates
     ]
     if not isinstance(data, dict):
-        raise WorkflowDefinitionError([Problem("error", "a workflow file must be a mapping", file=source, line=1)], source)
+        raise WorkflowDefinitionError(
+            [Problem("error", "a workflow file must be a mapping", file=source, line=1)], source
+        )
     try:
         spec = WorkflowFile.model_validate(data)
     except ValidationError as exc:
@@ -428,14 +617,18 @@ def loads(text: str, source: str = "<string>", base_dir: str | Path | None = Non
             path = [p for p in loc if p not in ("str", "ModelDecl", "list[str]", "dict[str,any]")]
             node = path[1] if len(path) > 1 and path[0] == "nodes" else None
             shown = ".".join(path[2:] if node else path)
-            problems.append(Problem("error", err["msg"], node, shown or None, source, lines.line(*path)))
+            problems.append(
+                Problem("error", err["msg"], node, shown or None, source, lines.line(*path))
+            )
         raise WorkflowDefinitionError(problems, source) from exc
     if problems:
         raise WorkflowDefinitionError(problems, source)
     builder = _Builder(spec, lines, source, Path(base_dir) if base_dir else Path.cwd())
     wf = builder.build()
     if builder.problems:
-        raise WorkflowDefinitionError(builder.problems + wf.check(), source)
+        # warnings are left out: with nodes missing, "unused"/"unreachable" would be wrong
+        errors = [p for p in wf.check() if p.severity == "error"]
+        raise WorkflowDefinitionError(builder.problems + errors, source)
     return wf
 
 

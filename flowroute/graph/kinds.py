@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from flowroute.errors import Problem
@@ -35,7 +35,7 @@ class LLMNode(Node):
     prompt_fn: Callable[..., str] | None = None
     system: str | None = None
     constraint: OutputConstraint | None = None
-    settings: Settings = Settings()
+    settings: Settings = field(default_factory=Settings)
 
     @property
     def model_ref(self) -> Any:
@@ -64,11 +64,17 @@ class LLMNode(Node):
         prompt = self.render(args)
         if self.system:
             request = ModelRequest(
-                messages=({"role": "system", "content": self.system}, {"role": "user", "content": prompt}),
-                constraint=self.constraint, settings=self.settings,
+                messages=(
+                    {"role": "system", "content": self.system},
+                    {"role": "user", "content": prompt},
+                ),
+                constraint=self.constraint,
+                settings=self.settings,
             )
         else:
-            request = ModelRequest(prompt=prompt, constraint=self.constraint, settings=self.settings)
+            request = ModelRequest(
+                prompt=prompt, constraint=self.constraint, settings=self.settings
+            )
         response = await ctx.generate(self.model, request)
         return response.value if self.constraint is not None else response.text
 
@@ -91,9 +97,23 @@ class ToolNode(Node):
         for arg in self.inputs:
             if arg not in self.tool.parameters:
                 params = ", ".join(self.tool.parameters) or "none"
-                out.append(Problem("error", f"tool '{self.tool.name}' has no parameter '{arg}' (parameters: {params})", node=self.name, field=arg))
+                out.append(
+                    Problem(
+                        "error",
+                        f"tool '{self.tool.name}' has no parameter '{arg}' (parameters: {params})",
+                        node=self.name,
+                        field=arg,
+                    )
+                )
         for arg in sorted(self.tool.required - set(self.inputs)):
-            out.append(Problem("error", f"missing required argument '{arg}' of tool '{self.tool.name}'", node=self.name, field=arg))
+            out.append(
+                Problem(
+                    "error",
+                    f"missing required argument '{arg}' of tool '{self.tool.name}'",
+                    node=self.name,
+                    field=arg,
+                )
+            )
         return out
 
     async def execute(self, args: dict[str, Any], ctx: NodeContext) -> Any:

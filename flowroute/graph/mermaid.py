@@ -10,7 +10,12 @@ from flowroute.graph.workflow import Workflow
 
 __all__ = ["to_mermaid"]
 
-_SHAPES = {"llm": ('["', '"]'), "tool": ('[/"', '"/]'), "first_of": ('(("', '"))'), "map": ('[["', '"]]')}
+_SHAPES = {
+    "llm": ('["', '"]'),
+    "tool": ('[/"', '"/]'),
+    "first_of": ('(("', '"))'),
+    "map": ('[["', '"]]'),
+}
 
 
 def _id(name: str) -> str:
@@ -40,7 +45,7 @@ def to_mermaid(wf: Workflow[Any]) -> str:
             if key in seen:
                 continue
             seen.add(key)
-            arrow = f" -- \"{_text(label)}\" --> " if label else " --> "
+            arrow = f' -- "{_text(label)}" --> ' if label else " --> "
             lines.append(f"  {src}{arrow}{_id(name)}")
     for _, ref in wf.output_refs():
         src = INPUTS if ref.node == INPUTS else _id(ref.node)

@@ -52,10 +52,7 @@ class Ref:
     def get(self, value: Any) -> Any:
         """Extract the referenced field from the producer's output."""
         for part in self.path:
-            if isinstance(value, Mapping):
-                value = value[part]
-            else:
-                value = getattr(value, part)
+            value = value[part] if isinstance(value, Mapping) else getattr(value, part)
         return value
 
 

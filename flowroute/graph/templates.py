@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import jinja2
 from jinja2 import nodes as jn
@@ -38,8 +38,8 @@ def template_paths(text: str) -> list[tuple[str, ...]]:
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(f"template syntax error on line {exc.lineno}: {exc.message}") from exc
     local: set[str] = set()
-    for node in tree.find_all((jn.For, jn.Assign)):
-        target = node.target
+    for stmt in tree.find_all((jn.For, jn.Assign)):
+        target = cast("jn.For | jn.Assign", stmt).target
         for name in target.find_all(jn.Name) if not isinstance(target, jn.Name) else [target]:
             local.add(name.name)
     paths: list[tuple[str, ...]] = []

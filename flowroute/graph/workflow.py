@@ -45,7 +45,7 @@ class Workflow(Generic[Out]):
     """Named models declared by the workflow (name -> `Model`)."""
     source: str | None = None
     lines: Mapping[str, int] = field(default_factory=dict)
-    """Line numbers of top-level entries (`inputs.x`, `output`), for YAML error messages."""
+    """Line numbers of top-level entries (`inputs.x`, `output`, `output.k`), for YAML messages."""
     description: str = ""
 
     # -- structure ---------------------------------------------------------------------------
@@ -80,7 +80,8 @@ class Workflow(Generic[Out]):
         for label, ref in self.output_refs():
             _, why = self._ref_type(ref)
             if why:
-                problems.append(self._problem("error", why, field=label, line_key="output"))
+                line_key = label if label in self.lines else "output"
+                problems.append(self._problem("error", why, field=label, line_key=line_key))
         try:
             cycle = nx.find_cycle(self.graph)
         except nx.NetworkXNoCycle:
@@ -89,9 +90,7 @@ class Workflow(Generic[Out]):
             path = " -> ".join([a for a, _ in cycle] + [cycle[0][0]])
             first = self.nodes[cycle[0][0]]
             problems.append(
-                self._locate(
-                    Problem("error", f"cycle: {path}", node=first.name), first
-                )
+                self._locate(Problem("error", f"cycle: {path}", node=first.name), first)
             )
         problems += self._warnings()
         return problems
@@ -127,7 +126,12 @@ class Workflow(Generic[Out]):
     def _check_node(self, name: str, node: Node) -> list[Problem]:
         out: list[Problem] = []
         if name == INPUTS:
-            out.append(Problem("error", f"'{INPUTS}' is reserved and cannot name a node", node=name))
+            out.append(
+                self._locate(
+                    Problem("error", f"'{INPUTS}' is reserved and cannot name a node", node=name),
+                    node,
+                )
+            )
         for arg, ref in node.refs():
             produced, why = self._ref_type(ref)
             if why:
@@ -139,7 +143,9 @@ class Workflow(Generic[Out]):
                 if mismatch:
                     out.append(
                         self._locate(
-                            Problem("error", f"type mismatch: '{ref}' {mismatch}", node=name, field=arg),
+                            Problem(
+                                "error", f"type mismatch: '{ref}' {mismatch}", node=name, field=arg
+                            ),
                             node,
                         )
                     )
@@ -157,7 +163,9 @@ class Workflow(Generic[Out]):
                 if name not in used:
                     out.append(
                         self._problem(
-                            "warning", "workflow input is never used", field=f"inputs.{name}",
+                            "warning",
+                            "workflow input is never used",
+                            field=f"inputs.{name}",
                             line_key=f"inputs.{name}",
                         )
                     )
@@ -169,7 +177,11 @@ class Workflow(Generic[Out]):
             if name not in contributing:
                 out.append(
                     self._locate(
-                        Problem("warning", "unreachable: its output never reaches the workflow output", node=name),
+                        Problem(
+                            "warning",
+                            "unreachable: its output never reaches the workflow output",
+                            node=name,
+                        ),
                         node,
                     )
                 )
@@ -178,7 +190,11 @@ class Workflow(Generic[Out]):
     def _locate(self, p: Problem, node: Node) -> Problem:
         if p.file is not None or node.location is None:
             return p
-        line = node.field_lines.get(p.field or "", node.location.line) if p.field else node.location.line
+        line = (
+            node.field_lines.get(p.field or "", node.location.line)
+            if p.field
+            else node.location.line
+        )
         return Problem(p.severity, p.message, p.node, p.field, node.location.file, line)
 
     def _problem(

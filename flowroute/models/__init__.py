@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 from flowroute.models.base import Model, ModelRequest, ModelResponse, Settings
 
 if TYPE_CHECKING:
-    from flowroute.models.litellm import LiteLLMModel
-    from flowroute.models.local import LocalModel
+    from flowroute.models.litellm_model import LiteLLMModel
+    from flowroute.models.llamacpp import LocalModel
 
 __all__ = ["Model", "ModelRequest", "ModelResponse", "Settings", "litellm", "local"]
 
@@ -25,7 +25,7 @@ def local(path: str | None = None, **options: Any) -> LocalModel:
 
     Options: `n_ctx`, `n_threads`, `name`. Loaded on first use, once per process.
     """
-    from flowroute.models.local import LocalModel
+    from flowroute.models.llamacpp import LocalModel
 
     return LocalModel(path=path, **options)
 
@@ -33,6 +33,6 @@ def local(path: str | None = None, **options: Any) -> LocalModel:
 def litellm(name: str, **options: Any) -> LiteLLMModel:
     """A model reached through litellm: any provider string, or `api_base` for an
     OpenAI-compatible server. Options: `api_base`, `api_key_env`, `repair_retries`, ..."""
-    from flowroute.models.litellm import LiteLLMModel
+    from flowroute.models.litellm_model import LiteLLMModel
 
     return LiteLLMModel(name, **options)

@@ -50,7 +50,7 @@ class ModelRequest:
 
 @dataclass
 class ModelResponse:
-    """What a model returned. `value` is the parsed, validated output when a constraint was given."""
+    """What a model returned; `value` is the parsed, validated output when constrained."""
 
     text: str
     model: str

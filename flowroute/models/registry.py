@@ -1,4 +1,4 @@
-"""Resolving model references (`"local"`, `"local:/x.gguf"`, `"openai/gpt-4o-mini"`, a declared name)."""
+"""Resolving model references: `local`, `local:/x.gguf`, litellm strings, declared names."""
 
 from __future__ import annotations
 
@@ -21,12 +21,12 @@ def describe_ref(ref: Any) -> str:
 
 def _from_string(ref: str) -> Model:
     if ref == "local" or ref.startswith("local:"):
-        from flowroute.models.local import LocalModel
+        from flowroute.models.llamacpp import LocalModel
 
         path = ref.partition(":")[2] or None
         return LocalModel(path=path)
     if "/" in ref:
-        from flowroute.models.litellm import LiteLLMModel
+        from flowroute.models.litellm_model import LiteLLMModel
 
         return LiteLLMModel(ref)
     raise ModelError(

@@ -63,7 +63,9 @@ class FunctionModel(Model):
                 value = request.constraint.parse(text)
             except OutputValidationError as exc:
                 raise ModelError(
-                    self.name, "output does not match the schema", raw_text=text,
+                    self.name,
+                    "output does not match the schema",
+                    raw_text=text,
                     validation_errors=exc.errors,
                 ) from exc
         return ModelResponse(
@@ -91,7 +93,9 @@ class TestModel(FunctionModel):
 
     def _next(self, request: ModelRequest) -> str:
         if self._i >= len(self.replies) and not self.cycle:
-            raise ModelError(self.name, f"scripted replies exhausted after {len(self.replies)} call(s)")
+            raise ModelError(
+                self.name, f"scripted replies exhausted after {len(self.replies)} call(s)"
+            )
         reply = self.replies[self._i % len(self.replies)]
         self._i += 1
         return reply

@@ -21,6 +21,21 @@ __all__ = ["OutputConstraint"]
 WHITESPACE = r"[ ]?"
 """Whitespace allowed between JSON tokens: small models otherwise loop on newlines."""
 
+_NUMBER = r"((-)?(0|[1-9][0-9]*))(\.[0-9]+)?([eE][+-][0-9]+)?"
+_BOUNDED_NUMBER = r"((-)?(0|[1-9][0-9]{0,14}))(\.[0-9]{1,8})?([eE][+-][0-9]{1,3})?"
+_INTEGER = r"(-)?(0|[1-9][0-9]*)"
+_BOUNDED_INTEGER = r"(-)?(0|[1-9][0-9]{0,14})"
+MAX_ENUM_RANGE = 1000
+"""Integer ranges up to this size compile to an exact enum (outlines ignores minimum/maximum)."""
+
+DEFAULT_MAX_ITEMS = 8
+"""Bound added to unbounded arrays when decoding locally.
+
+Small models can repeat a list item until `max_tokens` runs out; a bounded grammar still
+admits only outputs valid against the original schema. Strings are left unbounded: a length
+bound multiplies the grammar's states and makes compiling it minutes slower.
+"""
+
 
 @dataclass(frozen=True, eq=False)
 class OutputConstraint:
@@ -56,7 +71,11 @@ class OutputConstraint:
         """Output must be JSON valid against `schema`."""
         spec = TypeSpec.from_schema(schema)
         enum_values = schema.get("enum")
-        if schema.get("type") == "string" and enum_values and all(isinstance(v, str) for v in enum_values):
+        if (
+            schema.get("type") == "string"
+            and enum_values
+            and all(isinstance(v, str) for v in enum_values)
+        ):
             return cls(kind="choice", type=spec, choices=tuple(enum_values))
         if schema.get("type") == "string" and "pattern" in schema and len(schema) <= 3:
             return cls(kind="regex", type=spec, pattern=_unanchor(schema["pattern"]))
@@ -81,7 +100,11 @@ class OutputConstraint:
             return self.pattern
         from outlines_core.json_schema import build_regex_from_schema
 
-        return WHITESPACE + str(build_regex_from_schema(json.dumps(self.schema), WHITESPACE))
+        bounded = bound_schema(self.schema, DEFAULT_MAX_ITEMS)
+        regex = str(build_regex_from_schema(json.dumps(bounded), WHITESPACE))
+        # Unbounded digit runs let a small model emit digits until max_tokens runs out.
+        regex = regex.replace(_NUMBER, _BOUNDED_NUMBER).replace(_INTEGER, _BOUNDED_INTEGER)
+        return WHITESPACE + regex
 
     def parse(self, text: str, what: str = "model output") -> Any:
         """The validated value for `text`, or `OutputValidationError` saying what is wrong."""
@@ -108,7 +131,28 @@ class OutputConstraint:
             return "Answer with exactly one of: " + ", ".join(self.choices)
         if self.kind == "regex":
             return f"Answer with text matching the regular expression /{self.pattern}/"
-        return "Answer with a JSON value valid against this JSON Schema:\n" + json.dumps(self.schema)
+        return "Answer with a JSON value valid against this JSON Schema:\n" + json.dumps(
+            self.schema
+        )
+
+
+def bound_schema(schema: Any, max_items: int) -> Any:
+    """A copy of `schema` with `maxItems` added to arrays without one (a subset of its language)."""
+    if isinstance(schema, list):
+        return [bound_schema(s, max_items) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: bound_schema(v, max_items) for k, v in schema.items()}
+    types = out.get("type")
+    types = types if isinstance(types, list) else [types]
+    if "array" in types and "maxItems" not in out:
+        out["maxItems"] = max(max_items, out.get("minItems", 0))
+    if types == ["integer"] and "enum" not in out:
+        lo = out.get("minimum", out["exclusiveMinimum"] + 1 if "exclusiveMinimum" in out else None)
+        hi = out.get("maximum", out["exclusiveMaximum"] - 1 if "exclusiveMaximum" in out else None)
+        if isinstance(lo, int) and isinstance(hi, int) and 0 <= hi - lo < MAX_ENUM_RANGE:
+            return {"enum": list(range(lo, hi + 1))}
+    return out
 
 
 def _string_choices(tp: Any) -> tuple[str, ...] | None:

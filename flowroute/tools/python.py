@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import inspect
-from contextlib import nullcontext
 import re
 import typing
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -25,7 +25,9 @@ def parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
     if not doc:
         return "", {}
     doc = inspect.cleandoc(doc)
-    sections = re.split(r"^(Args|Arguments|Parameters|Returns|Raises|Example|Examples):\s*$", doc, flags=re.M)
+    sections = re.split(
+        r"^(Args|Arguments|Parameters|Returns|Raises|Example|Examples):\s*$", doc, flags=re.M
+    )
     summary = sections[0].strip()
     params: dict[str, str] = {}
     for i in range(1, len(sections) - 1, 2):
@@ -56,13 +58,20 @@ class Tool:
 
     @classmethod
     def from_function(
-        cls, fn: Callable[..., Any], *, name: str | None = None, description: str | None = None,
+        cls,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        description: str | None = None,
         timeout: float | None = None,
     ) -> Tool:
         summary, params = parse_docstring(fn.__doc__)
         return cls(
-            fn=fn, name=name or fn.__name__, description=description or summary,
-            timeout=timeout, param_docs=params,
+            fn=fn,
+            name=name or fn.__name__,
+            description=description or summary,
+            timeout=timeout,
+            param_docs=params,
         )
 
     @cached_property
@@ -85,7 +94,8 @@ class Tool:
     @cached_property
     def required(self) -> frozenset[str]:
         return frozenset(
-            n for n, p in self.signature.parameters.items()
+            n
+            for n, p in self.signature.parameters.items()
             if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
         )
 
@@ -103,8 +113,12 @@ class Tool:
             if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
                 continue
             default = ... if p.default is p.empty else p.default
-            fields[n] = (self._hints.get(n, Any), Field(default, description=self.param_docs.get(n)))
-        return create_model(f"{self.name}_args", **fields)
+            fields[n] = (
+                self._hints.get(n, Any),
+                Field(default, description=self.param_docs.get(n)),
+            )
+        model: type[Any] = create_model(f"{self.name}_args", **fields)
+        return model
 
     @cached_property
     def json_schema(self) -> dict[str, Any]:
@@ -119,12 +133,16 @@ class Tool:
         try:
             model = self._args_model.model_validate(args)
         except ValidationError as exc:
-            errors = [f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors()]
-            raise ToolError(self.name, "invalid arguments:\n" + "\n".join(f"  - {e}" for e in errors)) from exc
+            errors = [
+                f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors()
+            ]
+            raise ToolError(
+                self.name, "invalid arguments:\n" + "\n".join(f"  - {e}" for e in errors)
+            ) from exc
         return {n: getattr(model, n) for n in type(model).model_fields}
 
     async def call(self, args: dict[str, Any]) -> Any:
-        """Validate `args`, call the function (sync ones in a worker thread), validate the result."""
+        """Validate `args`, call the function (sync in a worker thread), validate the result."""
         kwargs = self.validate_args(args)
         try:
             with anyio.fail_after(self.timeout) if self.timeout else nullcontext():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
 
@@ -123,7 +124,7 @@ def test_retry_with_backoff_then_success() -> None:
     result = wf.run()
     assert result.output == "ok"
     assert result.records["flaky"].attempts == 3
-    gaps = [b - a for a, b in zip(calls, calls[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(calls)]
     assert gaps[0] >= 0.05 and gaps[1] >= 0.1, "backoff doubles"
 
 
@@ -170,7 +171,8 @@ def test_global_concurrency_limit() -> None:
 
     @fr.workflow
     def wf() -> int:
-        return [work(i) for i in range(6)][0]
+        handles = [work(i) for i in range(6)]
+        return handles[0]
 
     result = wf.run(fr.RunOptions(max_concurrency=2))
     assert result.ok
@@ -214,7 +216,9 @@ def test_records_carry_model_tokens_cost_and_times() -> None:
     result = wf.run(ticket="charged twice")
     rec = result.records["classify"]
     assert rec.model == "test" and rec.completion_tokens == 3 and rec.cost == 0.002
-    assert rec.started_at is not None and rec.ended_at is not None and rec.ended_at >= rec.started_at
+    assert (
+        rec.started_at is not None and rec.ended_at is not None and rec.ended_at >= rec.started_at
+    )
     assert result.cost == 0.002
     assert model.requests[0].prompt == "Ticket: charged twice"
 

