@@ -29,7 +29,16 @@ from flowroute.errors import (
     ToolError,
     WorkflowDefinitionError,
 )
-from flowroute.frontends.decorators import Handle, first_of, llm, map, tool, when, workflow
+from flowroute.frontends.decorators import (
+    Handle,
+    agent,
+    first_of,
+    llm,
+    map,
+    tool,
+    when,
+    workflow,
+)
 from flowroute.frontends.yaml import load, loads
 from flowroute.graph.workflow import Workflow
 from flowroute.models.base import Model, ModelRequest, ModelResponse, Settings
@@ -62,6 +71,7 @@ __all__ = [
     "ToolError",
     "Workflow",
     "WorkflowDefinitionError",
+    "agent",
     "first_of",
     "llm",
     "load",

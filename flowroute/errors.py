@@ -97,18 +97,23 @@ class ModelError(FlowrouteError):
         validation_errors: list[str] | None = None,
     ) -> None:
         self.model = model
+        self.message = message
         self.node = node
         self.raw_text = raw_text
         self.validation_errors = validation_errors or []
-        where = f"node '{node}', " if node else ""
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        # built on demand: the engine fills in `node` after a backend raised the error
+        where = f"node '{self.node}', " if self.node else ""
         detail = ""
         if self.validation_errors:
             detail += "\n  validation errors:\n" + "\n".join(
                 f"    - {e}" for e in self.validation_errors
             )
-        if raw_text is not None:
-            detail += f"\n  raw output: {raw_text[:500]!r}"
-        super().__init__(f"{where}model '{model}': {message}{detail}")
+        if self.raw_text is not None:
+            detail += f"\n  raw output: {self.raw_text[:500]!r}"
+        return f"{where}model '{self.model}': {self.message}{detail}"
 
 
 class OutputValidationError(FlowrouteError):

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from flowroute.engine.result import ModelCall, NodeRecord
-from flowroute.errors import ModelError, NodeError
+from flowroute.errors import ModelError, NodeError, ToolError
 
 if TYPE_CHECKING:
     from flowroute.graph.nodes import Node
     from flowroute.models.base import Model, ModelRequest, ModelResponse
+    from flowroute.tools.base import ToolLike
 
 __all__ = ["NodeContext", "RunState", "execute_with_policy"]
 
@@ -34,6 +35,10 @@ class RunState:
         if key not in self._models:
             self._models[key] = resolve_model(ref, self.declared_models)
         return self._models[key]
+
+    async def mcp_tools(self, ref: str) -> list[ToolLike]:
+        """MCP tools for `"server.tool"` or `"server.*"`."""
+        raise ToolError(ref, "MCP tools need an MCP server declared for the workflow")
 
     def limiter(self, model: Model) -> anyio.CapacityLimiter | None:
         if not model.max_concurrency:
@@ -82,6 +87,20 @@ class NodeContext:
             )
         )
         return response
+
+    async def resolve_tools(self, refs: Sequence[Any]) -> list[ToolLike]:
+        """Tool objects for `refs`: tools as they are, `"server.tool"`/`"server.*"` from MCP."""
+        out: list[ToolLike] = []
+        for ref in refs:
+            if isinstance(ref, str):
+                out.extend(await self.run.mcp_tools(ref))
+            else:
+                out.append(ref)
+        names = [t.name for t in out]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise NodeError(self.node.name, f"several tools are named {', '.join(dupes)}")
+        return out
 
     async def run_item(self, inner: Node, args: dict[str, Any]) -> Any:
         """Run `inner` for one item of a map, with its own retries and timeout."""

@@ -61,6 +61,8 @@ class NodeRecord:
     error: str | None = None
     error_type: str | None = None
     skip_reason: str | None = None
+    trace: list[Any] = field(default_factory=list)
+    """Node-kind detail: an agent's steps and tool calls, a search tree, ..."""
 
     @property
     def duration(self) -> float | None:
@@ -103,6 +105,7 @@ class NodeRecord:
             "error": self.error,
             "error_type": self.error_type,
             "skip_reason": self.skip_reason,
+            "trace": jsonable(self.trace),
         }
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import inspect
 import sys
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 from flowroute.errors import FlowrouteError, Problem, WorkflowDefinitionError
 from flowroute.graph.kinds import LLMNode, ToolNode
@@ -35,9 +35,11 @@ from flowroute.structured.constraint import OutputConstraint
 from flowroute.tools.python import Tool
 
 __all__ = [
+    "AgentFunction",
     "Handle",
     "LLMFunction",
     "ToolFunction",
+    "agent",
     "first_of",
     "llm",
     "map",
@@ -280,6 +282,41 @@ class LLMFunction(_NodeFunction[P, Any]):
         ]
 
 
+class AgentFunction(LLMFunction[P]):
+    """An `@agent` function: an LLM node that may call `tools` before answering."""
+
+    def _make_node(
+        self,
+        name: str,
+        inputs: dict[str, Binding],
+        when: tuple[Condition, ...],
+        location: Location | None,
+    ) -> Node:
+        from flowroute.tools.agent import AgentNode
+
+        settings = Settings(**{"max_tokens": 256, **self.node_options.get("settings", {})})
+        tools = tuple(
+            t.tool if isinstance(t, ToolFunction) else t for t in self.node_options.get("tools", ())
+        )
+        return AgentNode(
+            name=name,
+            model=self.node_options.get("model", "local"),
+            prompt=self.template,
+            prompt_fn=self._prompt,
+            output_type=self.output_type,
+            settings=settings,
+            tools=tools,
+            max_steps=self.node_options.get("max_steps", 6),
+            max_calls_per_step=self.node_options.get("max_calls_per_step", 4),
+            on_tool_error=self.node_options.get("on_tool_error", "feed_back"),
+            inputs=inputs,
+            input_types=self.input_types,
+            when=when,
+            location=location,
+            **self._common(),
+        )
+
+
 @overload
 def tool(fn: Callable[P, R], /) -> ToolFunction[P, R]: ...
 @overload
@@ -327,6 +364,43 @@ def llm(
         **options,
     }
     return lambda fn: LLMFunction(fn, opts)
+
+
+def agent(
+    *,
+    tools: Sequence[Any],
+    model: Any = "local",
+    output: Any = str,
+    max_steps: int = 6,
+    max_calls_per_step: int = 4,
+    on_tool_error: Literal["feed_back", "fail"] = "feed_back",
+    settings: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> Callable[[Callable[..., Any]], AgentFunction[...]]:
+    """Make a function an agent node: the model calls `tools` until it gives a final `output`.
+
+    `tools` holds `@tool` functions, tool objects, or `"server.tool"` / `"server.*"` MCP
+    references. Tool errors are shown to the model (`on_tool_error="feed_back"`) or fail the
+    node (`"fail"`).
+
+    Example:
+        ```python
+        @flowroute.agent(tools=[add, multiply], output=int)
+        def solve(question: str) -> str:
+            "Question: {{ question }}"
+        ```
+    """
+    opts = {
+        "model": model,
+        "output": output,
+        "tools": tuple(tools),
+        "max_steps": max_steps,
+        "max_calls_per_step": max_calls_per_step,
+        "on_tool_error": on_tool_error,
+        "settings": dict(settings or {}),
+        **options,
+    }
+    return lambda fn: AgentFunction(fn, opts)
 
 
 @contextmanager

@@ -339,3 +339,26 @@ def test_ctrl_c_keeps_finished_results() -> None:
     assert records["quick"].status == "succeeded" and records["quick"].output == 7
     assert records["forever"].status == "cancelled"
     assert info.value.result.status == "cancelled"
+
+
+def test_invalid_model_output_names_node_and_model_and_keeps_raw_text() -> None:
+    from typing import Literal
+
+    model = TestModel(["maybe"], name="tiny")
+
+    @fr.llm(model=model, output=Literal["yes", "no"])
+    def decide(q: str) -> str:
+        "{{ q }}"
+
+    @fr.workflow
+    def wf(q: str) -> str:
+        return decide(q)
+
+    result = wf.run(q="?")
+    record = result.records["decide"]
+    assert record.status == "failed" and record.error_type == "ModelError"
+    assert record.error is not None
+    assert record.error.startswith("node 'decide', model 'tiny':")
+    assert "'maybe' is not one of ['yes', 'no']" in record.error
+    assert "raw output: 'maybe'" in record.error
+    assert record.calls[0].ok is False

@@ -1,0 +1,142 @@
+"""Agent nodes: an LLM that calls tools in a loop until it gives a final answer.
+
+Each step is decoded under a schema that admits only `{"calls": [...]}` (calls naming real
+tools with arguments valid for them) or `{"final": <the node's output>}`. Calls proposed in
+one step run in parallel; their results (or errors) are shown to the model in the next step.
+The whole trajectory is kept in the node's record (`record.trace`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import anyio
+
+from flowroute.errors import NodeError, Problem, ToolError
+from flowroute.graph.kinds import LLMNode
+from flowroute.models.base import ModelRequest, Settings
+from flowroute.structured.constraint import OutputConstraint
+from flowroute.tools.base import ToolLike
+from flowroute.tools.calls import ToolCall, describe_tools, parse_step, step_schema
+
+if TYPE_CHECKING:
+    from flowroute.engine.context import NodeContext
+    from flowroute.graph.workflow import Workflow
+
+__all__ = ["AgentNode"]
+
+_PROTOCOL = (
+    'Reply with JSON: {"calls": [{"name": "<tool>", "arguments": {...}}]} to call one or more '
+    'tools, or {"final": <answer>} when you have the answer.'
+)
+
+
+def _show(value: Any, limit: int = 800) -> str:
+    try:
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentNode(LLMNode):
+    """An LLM node that may call `tools` (up to `max_steps` steps) before answering.
+
+    `tools` holds tool objects, or `"server.tool"` / `"server.*"` references to MCP tools,
+    resolved when the node runs. On the last step only a final answer is admitted, so the
+    node always ends with a schema-valid output unless the model or a tool fails.
+    """
+
+    kind: ClassVar[str] = "agent"
+
+    tools: tuple[Any, ...] = ()
+    max_steps: int = 6
+    max_calls_per_step: int = 4
+    on_tool_error: Literal["feed_back", "fail"] = "feed_back"
+    settings: Settings = field(default_factory=lambda: Settings(max_tokens=256))
+
+    def check(self, workflow: Workflow[Any]) -> list[Problem]:
+        out = super().check(workflow)
+        for t in self.tools:
+            if not isinstance(t, str | ToolLike):
+                out.append(Problem("error", f"not a tool: {t!r}", node=self.name, field="tools"))
+        if self.max_steps < 1:
+            out.append(
+                Problem("error", "max_steps must be >= 1", node=self.name, field="max_steps")
+            )
+        return out
+
+    def _final_schema(self) -> dict[str, Any]:
+        schema = self.output_type.schema
+        return schema if schema else {"type": "string"}
+
+    async def execute(self, args: dict[str, Any], ctx: NodeContext) -> Any:
+        task = self.render(args)
+        tools = await ctx.resolve_tools(self.tools)
+        by_name = {t.name: t for t in tools}
+        final = self._final_schema()
+        any_step = OutputConstraint.json_schema(
+            step_schema(tools, final, max_calls=self.max_calls_per_step)
+        )
+        final_only = OutputConstraint.json_schema(step_schema([], final))
+        header = f"{task}\n\nTools:\n{describe_tools(tools)}\n\n{_PROTOCOL}\n"
+        transcript: list[str] = []
+        trace = ctx.record.trace
+        for n in range(1, self.max_steps + 1):
+            last = n == self.max_steps or not tools
+            prompt = header + "".join(transcript) + f"\nStep {n}:"
+            request = ModelRequest(
+                prompt=prompt, constraint=final_only if last else any_step, settings=self.settings
+            )
+            response = await ctx.generate(self.model, request)
+            step = parse_step(response.value)
+            if step.is_final:
+                trace.append({"step": n, "final": step.final, "forced": last and bool(tools)})
+                return step.final
+            calls = list({c.key(): c for c in step.calls}.values())  # identical calls run once
+            results = await self._run_calls(calls, by_name, trace, n)
+            trace.append({"step": n, "calls": results})
+            transcript.append(f"\nStep {n}: {response.text.strip()}\n")
+            for i, r in enumerate(results, 1):
+                shown = f"error: {r['error']}" if "error" in r else _show(r["result"])
+                transcript.append(f"Result {n}.{i}: {r['name']} -> {shown}\n")
+        raise NodeError(self.name, f"no final answer after {self.max_steps} steps")
+
+    async def _run_calls(
+        self,
+        calls: Sequence[ToolCall],
+        by_name: dict[str, ToolLike],
+        trace: list[Any],
+        step_no: int,
+    ) -> list[dict[str, Any]]:
+        results: list[dict[str, Any]] = [{} for _ in calls]
+
+        async def one(i: int, call: ToolCall) -> None:
+            start = time.perf_counter()
+            entry: dict[str, Any] = {"name": call.name, "arguments": call.arguments}
+            try:
+                entry["result"] = await by_name[call.name].call(call.arguments)
+            except ToolError as exc:
+                entry["error"] = str(exc)
+                entry["exception"] = exc
+            entry["duration"] = time.perf_counter() - start
+            results[i] = entry
+
+        async with anyio.create_task_group() as tg:
+            for i, call in enumerate(calls):
+                tg.start_soon(one, i, call)
+        failures = [r.pop("exception") for r in results if "exception" in r]
+        if failures and self.on_tool_error == "fail":
+            trace.append({"step": step_no, "calls": results})
+            raise failures[0]
+        return results
+
+    def label(self) -> str:
+        from flowroute.models.registry import describe_ref
+
+        return f"agent: {self.name} ({describe_ref(self.model)}, {len(self.tools)} tools)"
