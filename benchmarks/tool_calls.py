@@ -610,7 +610,7 @@ def main() -> None:
         "--max-calls", type=int, default=4, help="calls allowed per answer (all categories)"
     )
     parser.add_argument("--max-tokens", type=int, default=256)
-    parser.add_argument("--n-ctx", type=int, default=4096, help="context size (local model)")
+    parser.add_argument("--n-ctx", type=int, default=2048, help="context size (local model)")
     parser.add_argument("--out", default=None, help="write per-question results (JSON lines)")
     args = parser.parse_args()
     anyio.run(run, args)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import jsonschema
 import yaml
@@ -37,6 +37,7 @@ from flowroute.graph.types import ANY, TypeSpec
 from flowroute.graph.workflow import Workflow
 from flowroute.models.base import Model, Settings
 from flowroute.structured.constraint import OutputConstraint
+from flowroute.tools.agent import AgentNode
 from flowroute.tools.python import Tool
 
 if TYPE_CHECKING:
@@ -78,6 +79,17 @@ class LLMSpec(_Strict):
     logprobs: bool = False
 
 
+class AgentSpec(LLMSpec):
+    """An agent: an LLM that calls `tools` in a loop until it gives a final `output`."""
+
+    tools: list[str] = Field(
+        description="Names from `tools`, or MCP references 'server.tool' / 'server.*'."
+    )
+    max_steps: int = Field(6, gt=0)
+    max_calls_per_step: int = Field(4, gt=0)
+    on_tool_error: Literal["feed_back", "fail"] = "feed_back"
+
+
 class WhenSpec(_Strict):
     """Run the node only when `ref` equals `equals` (or is one of `in`)."""
 
@@ -104,6 +116,7 @@ class NodeSpec(_Strict):
     """One node: exactly one of `llm`, `tool` or `first_of`, plus options."""
 
     llm: LLMSpec | None = None
+    agent: AgentSpec | None = None
     tool: str | None = Field(None, description="A name from `tools`.")
     args: dict[str, Any] = Field(
         default_factory=dict, description="Tool arguments: literals or '{{ ref }}'."
@@ -121,7 +134,7 @@ class NodeSpec(_Strict):
 
     @model_validator(mode="after")
     def _one_kind(self) -> NodeSpec:
-        kinds = [k for k in ("llm", "tool", "first_of") if getattr(self, k) is not None]
+        kinds = [k for k in ("llm", "agent", "tool", "first_of") if getattr(self, k) is not None]
         if len(kinds) != 1:
             raise ValueError(
                 f"a node needs exactly one of llm, tool, first_of (got {kinds or 'none'})"
@@ -416,14 +429,15 @@ class _Builder:
             field_lines["when"] = self.lines.line(*at, "when", "ref") or 0
         inner: Node
         item_arg = item or "item"
-        if ns.llm is not None:
-            llm = ns.llm
+        if ns.llm is not None or ns.agent is not None:
+            llm: LLMSpec = ns.llm or ns.agent  # type: ignore[assignment]
+            kind = "llm" if ns.llm is not None else "agent"
             try:
                 paths = template_paths(llm.prompt) + (
                     template_paths(llm.system) if llm.system else []
                 )
             except TemplateError as exc:
-                self.problem(str(exc), *at, "llm", "prompt", node=name, field="prompt")
+                self.problem(str(exc), *at, kind, "prompt", node=name, field="prompt")
                 return None
             inputs: dict[str, Binding] = {}
             for p in paths:
@@ -435,7 +449,7 @@ class _Builder:
                         f"prompt refers to '{'.'.join(p)}': "
                         f"'{p[0]}' is neither 'inputs' nor a node{hint}",
                         *at,
-                        "llm",
+                        kind,
                         "prompt",
                         node=name,
                         field="prompt",
@@ -443,12 +457,12 @@ class _Builder:
                     continue
                 key = ".".join(p)
                 inputs[key] = _to_ref(p)
-                field_lines[key] = self.lines.line(*at, "llm", "prompt") or 0
+                field_lines[key] = self.lines.line(*at, kind, "prompt") or 0
             try:
                 out_type = _type_decl(llm.output)
             except Exception as exc:
                 self.problem(
-                    f"invalid output type: {exc}", *at, "llm", "output", node=name, field="output"
+                    f"invalid output type: {exc}", *at, kind, "output", node=name, field="output"
                 )
                 return None
             constraint = (
@@ -456,7 +470,7 @@ class _Builder:
                 if out_type.schema in ({}, {"type": "string"})
                 else OutputConstraint.json_schema(out_type.schema)
             )
-            field_lines["model"] = self.lines.line(*at, "llm", "model") or loc.line or 0
+            field_lines["model"] = self.lines.line(*at, kind, "model") or loc.line or 0
             settings = Settings(
                 max_tokens=llm.max_tokens,
                 temperature=llm.temperature,
@@ -465,17 +479,50 @@ class _Builder:
                 stop=tuple(llm.stop),
                 logprobs=llm.logprobs,
             )
-            inner = LLMNode(
-                model=llm.model,
-                prompt=llm.prompt,
-                system=llm.system,
-                constraint=constraint,
-                settings=settings,
-                output_type=out_type,
-                inputs=inputs,
-                field_lines=field_lines,
-                **{**common, "when": () if item else when},
-            )
+            if ns.agent is not None:
+                agent_tools: list[Any] = []
+                for i, t in enumerate(ns.agent.tools):
+                    if t in tools:
+                        agent_tools.append(tools[t])
+                    elif "." in t:
+                        agent_tools.append(t)  # an MCP reference, resolved when the node runs
+                    else:
+                        known = ", ".join(sorted(tools)) or "none"
+                        self.problem(
+                            f"unknown tool '{t}' (tools: {known}; MCP tools are 'server.tool')",
+                            *at,
+                            "agent",
+                            "tools",
+                            str(i),
+                            node=name,
+                            field="tools",
+                        )
+                inner = AgentNode(
+                    model=llm.model,
+                    prompt=llm.prompt,
+                    system=llm.system,
+                    settings=settings,
+                    output_type=out_type,
+                    inputs=inputs,
+                    field_lines=field_lines,
+                    tools=tuple(agent_tools),
+                    max_steps=ns.agent.max_steps,
+                    max_calls_per_step=ns.agent.max_calls_per_step,
+                    on_tool_error=ns.agent.on_tool_error,
+                    **{**common, "when": () if item else when},
+                )
+            else:
+                inner = LLMNode(
+                    model=llm.model,
+                    prompt=llm.prompt,
+                    system=llm.system,
+                    constraint=constraint,
+                    settings=settings,
+                    output_type=out_type,
+                    inputs=inputs,
+                    field_lines=field_lines,
+                    **{**common, "when": () if item else when},
+                )
         elif ns.tool is not None:
             tool = tools.get(ns.tool)
             if tool is None:

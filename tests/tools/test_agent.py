@@ -161,3 +161,33 @@ def test_local_model_agent_proposes_only_executable_calls() -> None:
         for call in step.get("calls", []):
             assert call["name"] in ("add", "divide")
             assert "error" not in call or "ZeroDivisionError" in call["error"]
+
+
+def test_yaml_agent_node(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    (tmp_path / "fr_agent_yaml_tools.py").write_text(
+        'def add(a: int, b: int) -> int:\n    """Add two integers."""\n    return a + b\n'
+    )
+    (tmp_path / "wf.yaml").write_text(
+        "name: agent-demo\n"
+        "inputs: {question: string}\n"
+        "tools: {add: 'fr_agent_yaml_tools:add'}\n"
+        "nodes:\n"
+        "  solve:\n"
+        "    agent:\n"
+        "      model: m\n"
+        "      prompt: 'Question: {{ inputs.question }}'\n"
+        "      tools: [add]\n"
+        "      output: integer\n"
+        "      max_steps: 3\n"
+        "output: solve\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    wf = fr.load(tmp_path / "wf.yaml")
+    model = TestModel([calls(("add", {"a": 20, "b": 22})), final(42)])
+    wf = dataclasses.replace(wf, models={"m": model})
+    result = wf.run(question="20 + 22?")
+    assert result.output == 42
+    assert result.records["solve"].kind == "agent"
+    assert result.records["solve"].trace[0]["calls"][0]["result"] == 42
