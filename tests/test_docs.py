@@ -26,6 +26,7 @@ import os
 import re
 import subprocess
 import sys
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,19 +101,21 @@ def run_block(block: Block, namespace: dict[str, Any]) -> None:
     exec(compile(source, str(block.page.relative_to(ROOT)), "exec"), namespace)
 
 
-def _fresh_namespace(page: Path) -> dict[str, Any]:
-    return {"__name__": f"docs_{page.stem}", "__file__": str(page)}
+def _fresh_namespace(page: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """A new module's namespace for `page`, registered in `sys.modules` for the test.
+
+    Classes defined by the examples (pydantic models, dataclasses) look up their module there.
+    """
+    module = types.ModuleType(f"docs_{page.stem}")
+    module.__file__ = str(page)
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    return module.__dict__
 
 
 @pytest.mark.parametrize("block", runnable_blocks(), ids=lambda b: b.id)
 def test_runnable_example(block: Block, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)
-    namespace = _fresh_namespace(block.page)
-    module = type(sys)(namespace["__name__"])
-    module.__dict__.update(namespace)
-    # Classes defined by the examples (pydantic models, dataclasses) look up their module.
-    monkeypatch.setitem(sys.modules, module.__name__, module)
-    namespace = module.__dict__
+    namespace = _fresh_namespace(block.page, monkeypatch)
     for earlier in [b for b in code_blocks(block.page) if b.runnable]:
         if earlier.line == block.line:
             break

@@ -15,13 +15,22 @@ import argparse
 from typing import Literal
 
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 
 mcp = MCPServer("calculator", instructions="Arithmetic and unit conversion.")
 
 Unit = Literal["mm", "cm", "m", "km", "in", "ft", "mi", "mg", "g", "kg", "oz", "lb", "C", "F", "K"]
 
 # factor to the base unit of each dimension (metre, gram)
-_LENGTH = {"mm": 0.001, "cm": 0.01, "m": 1.0, "km": 1000.0, "in": 0.0254, "ft": 0.3048, "mi": 1609.344}
+_LENGTH = {
+    "mm": 0.001,
+    "cm": 0.01,
+    "m": 1.0,
+    "km": 1000.0,
+    "in": 0.0254,
+    "ft": 0.3048,
+    "mi": 1609.344,
+}
 _MASS = {"mg": 0.001, "g": 1.0, "kg": 1000.0, "oz": 28.349523125, "lb": 453.59237}
 _TEMPERATURE = ("C", "F", "K")
 
@@ -40,9 +49,13 @@ def multiply(a: float, b: float) -> float:
 
 @mcp.tool()
 def divide(a: float, b: float) -> float:
-    """Divide `a` by `b`. Dividing by zero is an error."""
+    """Divide `a` by `b`. Dividing by zero is an error.
+
+    `ToolError` (rather than, say, ValueError) sends its message to the client; other
+    exceptions count as crashes and reach the client as a generic message.
+    """
     if b == 0:
-        raise ValueError("cannot divide by zero")
+        raise ToolError("cannot divide by zero")
     return a / b
 
 
@@ -73,7 +86,7 @@ def convert_units(value: float, from_unit: Unit, to_unit: Unit) -> float:
             return value * table[from_unit] / table[to_unit]
     if from_unit in _TEMPERATURE and to_unit in _TEMPERATURE:
         return _from_kelvin(_to_kelvin(value, from_unit), to_unit)
-    raise ValueError(f"cannot convert {from_unit} to {to_unit}: they measure different things")
+    raise ToolError(f"cannot convert {from_unit} to {to_unit}: they measure different things")
 
 
 def main(argv: list[str] | None = None) -> None:

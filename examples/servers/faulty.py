@@ -12,6 +12,10 @@ Tools:
     remove_tool(name)    the reverse of add_tool
     pixel()              returns a one-pixel PNG image content block
     say_to_stderr(text)  writes `text` to the server's stderr and returns "ok"
+    pid()                the server's process id
+    call_count()         how many tools/call requests the server has received (this one included)
+    list_count()         how many tools/list requests (pages) the server has answered
+    header(name)         the value of HTTP request header `name` ("" when absent or on stdio)
 
 Flags:
     --tools N            also register N generated tools gen_000 .. (each returns its index)
@@ -87,6 +91,44 @@ def say_to_stderr(text: str) -> str:
     """Write `text` to the server's stderr."""
     print(text, file=sys.stderr, flush=True)
     return "ok"
+
+
+@mcp.tool()
+def pid() -> int:
+    """The server's process id."""
+    return os.getpid()
+
+
+_requests = {"tools/call": 0, "tools/list": 0}
+
+
+async def _count_requests(
+    ctx: ServerRequestContext[Any, Any], call_next: CallNext
+) -> HandlerResult:
+    if ctx.method in _requests:
+        _requests[ctx.method] += 1
+    return await call_next(ctx)
+
+
+mcp.middleware.append(_count_requests)
+
+
+@mcp.tool()
+def call_count() -> int:
+    """How many tools/call requests this server received, this one included."""
+    return _requests["tools/call"]
+
+
+@mcp.tool()
+def list_count() -> int:
+    """How many tools/list requests (pages) this server answered."""
+    return _requests["tools/list"]
+
+
+@mcp.tool()
+def header(name: str, ctx: Context) -> str:
+    """The HTTP request header `name` ("" when absent, and always on stdio)."""
+    return (ctx.headers or {}).get(name.lower(), "")
 
 
 async def _announce_tools_changed(ctx: Context) -> None:

@@ -67,7 +67,9 @@ class NodeContext:
             if limiter is None:
                 response = await model.generate(request)
             else:
+                queued = time.perf_counter()
                 async with limiter:
+                    self.record.wait_time += time.perf_counter() - queued
                     response = await model.generate(request)
         except ModelError as exc:
             if exc.node is None:

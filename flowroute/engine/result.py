@@ -61,6 +61,8 @@ class NodeRecord:
     error: str | None = None
     error_type: str | None = None
     skip_reason: str | None = None
+    wait_time: float = 0.0
+    """Seconds spent waiting for a model's concurrency slot (included in `duration`)."""
     trace: list[Any] = field(default_factory=list)
     """Node-kind detail: an agent's steps and tool calls, a search tree, ..."""
 
@@ -95,6 +97,7 @@ class NodeRecord:
             "ended_at": self.ended_at.isoformat() if self.ended_at else None,
             "duration": self.duration,
             "attempts": self.attempts,
+            "wait_time": self.wait_time,
             "model": self.model,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,

@@ -94,6 +94,14 @@ class Handle:
         sub = self._type.field(name)
         return Handle(Ref(self._ref.node, (*self._ref.path, name)), sub or ANY)
 
+    def __eq__(self, other: object) -> bool:
+        raise FlowrouteError(
+            f"'{self._ref}' is only known when the workflow runs: compare it with "
+            "`with flowroute.when(handle, value):` instead of `==`"
+        )
+
+    __hash__ = object.__hash__
+
     def __bool__(self) -> bool:
         raise FlowrouteError(
             f"'{self._ref}' is only known when the workflow runs: branch with "
@@ -215,10 +223,33 @@ class ToolFunction(_NodeFunction[P, R]):
         )
 
 
+_LLM_OPTIONS = {
+    "model",
+    "output",
+    "system",
+    "settings",
+    "name",
+    "retries",
+    "retry_backoff",
+    "timeout",
+    "description",
+    "tools",
+    "max_steps",
+    "max_calls_per_step",
+    "on_tool_error",
+}
+
+
 class LLMFunction(_NodeFunction[P, Any]):
     """An `@llm` function: its docstring (or its return value) is the prompt template."""
 
     def __init__(self, fn: Callable[..., Any], options: Mapping[str, Any]) -> None:
+        unknown = set(options) - _LLM_OPTIONS
+        if unknown:
+            raise FlowrouteError(
+                f"'{fn.__name__}': unknown option(s) {', '.join(sorted(unknown))} "
+                f"(options: {', '.join(sorted(_LLM_OPTIONS))})"
+            )
         super().__init__(fn, options)
         output = options.get("output", str)
         self.output_type = (
@@ -232,6 +263,9 @@ class LLMFunction(_NodeFunction[P, Any]):
 
     def _prompt(self, **args: Any) -> str:
         returned = self.fn(**args)
+        # A returned string is a template too: values are substituted by Jinja, so build it
+        # with "{{ name }}" placeholders, never by formatting user data into it (an f-string
+        # would let "{{ ... }}" inside that data be evaluated).
         template = returned if isinstance(returned, str) else self.template
         if not template:
             raise FlowrouteError(

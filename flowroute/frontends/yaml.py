@@ -621,7 +621,8 @@ class _Builder:
             },
             output_type=TypeSpec(schema={"type": "array", "items": inner.output_type.schema}),
             field_lines={**field_lines, "__items__": self.lines.line(*at, "map", "over") or 0},
-            **{**common, "when": when},
+            # retries and timeout apply per item (on the inner node), not again to the whole map
+            **{**common, "when": when, "retries": 0, "timeout": None},
         )
 
 

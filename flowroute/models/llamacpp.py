@@ -211,9 +211,17 @@ class LocalModel(Model):
     # -- generation --------------------------------------------------------------------------
 
     async def generate(self, request: ModelRequest) -> ModelResponse:
-        return await anyio.to_thread.run_sync(self._generate, request)
+        cancel = threading.Event()
+        try:
+            # abandoned on cancel (timeouts, Ctrl-C): the stop flag ends decoding at the next token
+            return await anyio.to_thread.run_sync(
+                self._generate, request, cancel, abandon_on_cancel=True
+            )
+        except anyio.get_cancelled_exc_class():
+            cancel.set()
+            raise
 
-    def _generate(self, request: ModelRequest) -> ModelResponse:
+    def _generate(self, request: ModelRequest, cancel: threading.Event) -> ModelResponse:
         import llama_cpp
 
         loaded = self._load()
@@ -231,6 +239,7 @@ class LocalModel(Model):
                 seed=s.seed,
                 stop=list(s.stop) or None,
                 logits_processor=llama_cpp.LogitsProcessorList([sampling]),
+                stopping_criteria=llama_cpp.StoppingCriteriaList([lambda *_: cancel.is_set()]),
             )
             loaded.llama.reset()
             latency = time.perf_counter() - start

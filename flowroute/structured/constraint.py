@@ -77,7 +77,8 @@ class OutputConstraint:
             and all(isinstance(v, str) for v in enum_values)
         ):
             return cls(kind="choice", type=spec, choices=tuple(enum_values))
-        if schema.get("type") == "string" and "pattern" in schema and len(schema) <= 3:
+        annotations = {"type", "pattern", "title", "description", "$schema", "examples"}
+        if schema.get("type") == "string" and "pattern" in schema and set(schema) <= annotations:
             return cls(kind="regex", type=spec, pattern=_unanchor(schema["pattern"]))
         return cls(kind="json", type=spec)
 

@@ -664,3 +664,26 @@ class TestRunning:
         assert [r.prompt for r in model.requests] == ["A t", "B one"]
         assert [len(result.records[n].calls) for n in ("first", "second")] == [1, 1]
         assert isinstance(model.requests[0], ModelRequest)
+
+
+def test_comparing_a_handle_explains_when() -> None:
+    @fr.tool
+    def f(x: str) -> str:
+        return x
+
+    with pytest.raises(fr.FlowrouteError, match="flowroute.when"):
+
+        @fr.workflow
+        def wf(x: str) -> str:
+            y = f(x)
+            if y == "a":
+                return f(y)
+            return y
+
+
+def test_unknown_llm_option_is_rejected() -> None:
+    with pytest.raises(fr.FlowrouteError, match="unknown option\\(s\\) retrys"):
+
+        @fr.llm(model="local", retrys=3)
+        def ask(q: str) -> str:
+            "{{ q }}"

@@ -168,3 +168,24 @@ def test_workflow_on_the_local_model_records_the_constraint() -> None:
     record = result.records["classify"]
     assert record.model == "local"
     assert record.calls and record.calls[0].constrained
+
+
+def test_timeout_stops_local_generation_and_the_model_stays_usable(model: LocalModel) -> None:
+    import time
+
+    @fr.llm(model=model, settings={"max_tokens": 400}, timeout=0.5)
+    def ramble(topic: str) -> str:
+        "A very long essay about {{ topic }}:"
+
+    @fr.workflow
+    def wf(topic: str) -> str:
+        return ramble(topic)
+
+    start = time.perf_counter()
+    result = wf.run(topic="rivers")
+    elapsed = time.perf_counter() - start
+    assert result.records["ramble"].status == "failed"
+    assert "timed out after 0.5s" in (result.records["ramble"].error or "")
+    assert elapsed < 3, "400 tokens take ~10 s: decoding must stop at the timeout"
+    again = generate(model, "The capital of France is", None, max_tokens=3)
+    assert again.completion_tokens > 0
