@@ -671,7 +671,7 @@ def test_comparing_a_handle_explains_when() -> None:
     def f(x: str) -> str:
         return x
 
-    with pytest.raises(fr.FlowrouteError, match="flowroute.when"):
+    with pytest.raises(fr.FlowrouteError, match=r"flowroute\.when"):
 
         @fr.workflow
         def wf(x: str) -> str:
@@ -682,7 +682,7 @@ def test_comparing_a_handle_explains_when() -> None:
 
 
 def test_unknown_llm_option_is_rejected() -> None:
-    with pytest.raises(fr.FlowrouteError, match="unknown option\\(s\\) retrys"):
+    with pytest.raises(fr.FlowrouteError, match=r"unknown option\(s\) retrys"):
 
         @fr.llm(model="local", retrys=3)
         def ask(q: str) -> str:
