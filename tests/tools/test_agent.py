@@ -52,7 +52,9 @@ def test_calls_tools_then_answers_and_keeps_the_trajectory() -> None:
     assert result.output == 5
     trace = result.records["solve"].trace
     assert trace[0]["calls"][0] == {
-        "name": "add", "arguments": {"a": 2, "b": 3}, "result": 5,
+        "name": "add",
+        "arguments": {"a": 2, "b": 3},
+        "result": 5,
         "duration": trace[0]["calls"][0]["duration"],
     }
     assert trace[1] == {"step": 2, "final": 5, "forced": False}
@@ -130,8 +132,11 @@ def test_the_last_step_admits_only_a_final_answer() -> None:
 
 def test_a_call_to_an_unknown_tool_or_with_bad_arguments_is_not_admitted() -> None:
     # the step schema rejects it: with a local model it could never be decoded
-    for bad in (calls(("rm_rf", {})), calls(("add", {"a": "two", "b": 1})),
-                calls(("add", {"a": 1, "b": 2, "c": 3}))):
+    for bad in (
+        calls(("rm_rf", {})),
+        calls(("add", {"a": "two", "b": 1})),
+        calls(("add", {"a": 1, "b": 2, "c": 3})),
+    ):
         result = build(TestModel([bad]), [add]).run(question="?")
         record = result.records["solve"]
         assert record.status == "failed" and record.error_type == "ModelError", bad
