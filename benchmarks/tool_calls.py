@@ -14,7 +14,7 @@ Each sampled question is asked twice, interleaved so machine noise hits both mod
 Setup (never downloads anything at run time):
 
     pip install --no-deps bfcl-eval     # its full dependency set pulls in torch, vllm clients...
-    python benchmarks/tool_calls.py --per-category 6 --seed 0
+    python benchmarks/tool_calls.py --per-category 3 --seed 0
 
 The accuracy check is BFCL's own `ast_checker`, imported from the installed package with a
 stub for the one module it needs that imports every provider SDK (see `_bfcl_checker`).
@@ -29,6 +29,7 @@ import importlib.resources
 import json
 import platform
 import random
+import resource
 import statistics
 import sys
 import time
@@ -330,6 +331,9 @@ class Result:
     calls: list[ToolCall] = field(default_factory=list)
     executable: bool = False
     correct: bool = False
+    """BFCL AST check of the calls after merging identical ones, as `AgentNode` runs them."""
+    strict: bool = False
+    """BFCL AST check of the calls as proposed (a repeated call counts as an extra call)."""
     check_error: str = ""
     latency: float = 0.0
     compile_s: float = 0.0
@@ -395,10 +399,12 @@ def _score(
     if q.ground_truth is None:
         # BFCL irrelevance: right when no call could be decoded (an explicit final, or no
         # parseable calls at all)
-        res.correct = not res.calls
+        res.correct = res.strict = not res.calls
     elif res.calls:
-        verdict = check(q, res.calls)
+        merged = list({c.key(): c for c in res.calls}.values())  # as AgentNode runs them
+        verdict = check(q, merged)
         res.correct = bool(verdict.get("valid"))
+        res.strict = res.correct if len(merged) == len(res.calls) else check(q, res.calls)["valid"]
         if not res.correct:
             res.check_error = json.dumps(verdict.get("error"), default=str)[:300]
     return res
@@ -407,129 +413,126 @@ def _score(
 # -- report ---------------------------------------------------------------------------------------
 
 
-def _pct(values: Sequence[bool]) -> str:
-    return f"{100 * sum(values) / len(values):.0f}%" if values else "-"
+def _rate(values: Sequence[bool]) -> float | None:
+    return sum(values) / len(values) if values else None
 
 
-def _quantile(values: Sequence[float], q: float) -> float:
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+
+def _quantile(values: Sequence[float], q: float) -> float | None:
     if not values:
-        return float("nan")
+        return None
     if len(values) == 1:
         return values[0]
     return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
 
 
-def _pair(on: str, off: str, have_off: bool) -> str:
-    return f"{on} / {off}" if have_off else on
+def _num(x: float | None, digits: int = 1) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
 
 
-def report(results: list[Result], have_off: bool, model_name: str) -> str:
-    rows = [*CATEGORIES, "overall"]
-    by: dict[tuple[str, str], list[Result]] = {}
-    for r in results:
-        for key in (r.category, "overall"):
-            by.setdefault((key, r.mode), []).append(r)
+def metrics(rs: list[Result]) -> dict[str, float | None]:
+    """One category's numbers for one mode."""
+    relevant = [r for r in rs if r.category != "irrelevance"]
+    answered = [r for r in rs if r.latency > 0]  # a generation happened
+    tokens = sum(r.completion_tokens for r in answered)
+    return {
+        "parsed": _rate([r.parsed for r in rs]),
+        "abstained": _rate([r.final for r in rs]),
+        "executable": _rate([r.executable for r in relevant]),
+        "accuracy": _rate([r.correct for r in rs]),
+        "strict": _rate([r.strict for r in rs]),
+        "p50": _quantile([r.latency for r in answered], 0.5),
+        "p95": _quantile([r.latency for r in answered], 0.95),
+        "tokens": statistics.mean(r.completion_tokens for r in answered) if answered else None,
+        "s_per_token": sum(r.latency for r in answered) / tokens if tokens else None,
+    }
 
-    def get(cat: str, mode: str) -> list[Result]:
-        return by.get((cat, mode), [])
 
-    head = "ON / OFF" if have_off else "ON"
+def report(results: list[Result], modes: Sequence[str], model_name: str) -> str:
+    """Markdown tables: quality, then cost; each cell is `ON / OFF`."""
+    cats = [c for c in CATEGORIES if any(r.category == c for r in results)]
+    per = {
+        (c, m): metrics([r for r in results if r.category == c and r.mode == m])
+        for c in cats
+        for m in modes
+    }
+    for m in modes:
+        every = [r for r in results if r.mode == m]
+        overall = metrics(every)
+        # BFCL style: overall accuracy is the unweighted mean of the category accuracies
+        for key in ("accuracy", "strict"):
+            overall[key] = statistics.mean(per[c, m][key] or 0.0 for c in cats)
+        overall["executable"] = _rate([r.executable for r in every if r.category != "irrelevance"])
+        per["overall", m] = overall
+
+    def cell(cat: str, key: str, fmt: Callable[[Any], str] = _pct) -> str:
+        return " / ".join(fmt(per[cat, m][key]) for m in modes)
+
+    label = " / ".join(m.upper() for m in modes)
+    counts = {c: sum(r.category == c and r.mode == modes[0] for r in results) for c in cats}
+    counts["overall"] = sum(counts.values())
+    rows = [*cats, "overall"]
     lines = [
-        f"Model: `{model_name}`. Cells are {head}"
-        + (" (constraints on / off)." if have_off else " (constraints on)."),
+        f"Model `{model_name}`; every cell is constraints {label}.",
         "",
-        f"| category | n | parsed | abstained | executable | accuracy ({head}) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| category | n | parsed | abstained | executable | accuracy | accuracy, strict |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for cat in rows:
-        on, off = get(cat, "on"), get(cat, "off")
-        if not on:
-            continue
-        relevant_on = [r for r in on if r.category != "irrelevance"]
-        relevant_off = [r for r in off if r.category != "irrelevance"]
-        if cat == "overall":
-            # BFCL style: the unweighted mean of the per-category accuracies
-            acc_on = statistics.mean(
-                sum(r.correct for r in get(c, "on")) / len(get(c, "on"))
-                for c in CATEGORIES
-                if get(c, "on")
-            )
-            off_cats = [c for c in CATEGORIES if get(c, "off")]
-            acc_off = (
-                statistics.mean(sum(r.correct for r in get(c, "off")) / len(get(c, "off")) for c in off_cats)
-                if off_cats
-                else 0.0
-            )
-            acc = _pair(f"{100 * acc_on:.0f}%", f"{100 * acc_off:.0f}%", have_off)
-            cat_label = "**overall** (mean of categories)"
-        else:
-            acc = _pair(_pct([r.correct for r in on]), _pct([r.correct for r in off]), have_off)
-            cat_label = cat + (" (no call = right)" if cat == "irrelevance" else "")
-        exec_cell = _pair(
-            _pct([r.executable for r in relevant_on]),
-            _pct([r.executable for r in relevant_off]),
-            have_off,
-        )
+    for c in rows:
+        name = "**overall**" if c == "overall" else c
         lines.append(
-            f"| {cat_label} | {len(on)} "
-            f"| {_pair(_pct([r.parsed for r in on]), _pct([r.parsed for r in off]), have_off)} "
-            f"| {_pair(_pct([r.final for r in on]), _pct([r.final for r in off]), have_off)} "
-            f"| {exec_cell if relevant_on else '-'} | {acc} |"
+            f"| {name} | {counts[c]} | {cell(c, 'parsed')} | {cell(c, 'abstained')} "
+            f"| {cell(c, 'executable') if c != 'irrelevance' else '-'} "
+            f"| {cell(c, 'accuracy')} | {cell(c, 'strict')} |"
         )
     lines += [
         "",
-        f"| category | p50 latency s ({head}) | p95 latency s | completion tokens, mean "
-        "| s per completion token | grammar compile s, ON (median / max) |",
+        "| category | p50 s/question | p95 s/question | completion tokens (mean) "
+        "| s per completion token (incl. prompt) | grammar compile s (median / max) |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for cat in rows:
-        on, off = get(cat, "on"), get(cat, "off")
-        if not on:
-            continue
-
-        def lat(rs: list[Result], q: float) -> str:
-            values = [r.latency for r in rs if r.latency > 0]
-            return f"{_quantile(values, q):.1f}" if values else "-"
-
-        def toks(rs: list[Result]) -> str:
-            values = [r.completion_tokens for r in rs if r.latency > 0]
-            return f"{statistics.mean(values):.0f}" if values else "-"
-
-        def per_tok(rs: list[Result]) -> str:
-            done = [r for r in rs if r.completion_tokens > 0]
-            total = sum(r.completion_tokens for r in done)
-            return f"{sum(r.latency for r in done) / total:.3f}" if total else "-"
-
-        compiles = [r.compile_s for r in on if r.compile_s > 0]
-        compile_cell = (
-            f"{statistics.median(compiles):.1f} / {max(compiles):.1f}" if compiles else "-"
-        )
+    for c in rows:
+        on = [
+            r.compile_s
+            for r in results
+            if r.mode == "on" and r.compile_s > 0 and (c == "overall" or r.category == c)
+        ]
+        compile_cell = f"{statistics.median(on):.1f} / {max(on):.1f}" if on else "-"
         lines.append(
-            f"| {'**overall**' if cat == 'overall' else cat} "
-            f"| {_pair(lat(on, 0.5), lat(off, 0.5), have_off)} "
-            f"| {_pair(lat(on, 0.95), lat(off, 0.95), have_off)} "
-            f"| {_pair(toks(on), toks(off), have_off)} "
-            f"| {_pair(per_tok(on), per_tok(off), have_off)} | {compile_cell} |"
+            f"| {'**overall**' if c == 'overall' else c} "
+            f"| {cell(c, 'p50', _num)} | {cell(c, 'p95', _num)} "
+            f"| {cell(c, 'tokens', lambda x: _num(x, 0))} "
+            f"| {cell(c, 's_per_token', lambda x: _num(x, 3))} | {compile_cell} |"
         )
-    on_all, off_all = get("overall", "on"), get("overall", "off")
-    errors = [r for r in results if r.error]
     lines.append("")
-    if have_off:
-        on_lat = sum(r.latency for r in on_all)
-        off_lat = sum(r.latency for r in off_all)
-        if off_lat:
-            lines.append(
-                f"Total generation time ON / OFF: {on_lat:.0f} s / {off_lat:.0f} s "
-                f"(ratio {on_lat / off_lat:.2f}); grammar compile (ON only): "
-                f"{sum(r.compile_s for r in on_all):.0f} s."
-            )
+    totals = {m: sum(r.latency for r in results if r.mode == m) for m in modes}
+    compile_total = sum(r.compile_s for r in results)
+    summary = "Total generation time " + " / ".join(f"{totals[m]:.0f} s" for m in modes)
+    if len(modes) == 2 and totals[modes[1]]:
+        summary += f" (ratio {totals[modes[0]] / totals[modes[1]]:.2f})"
+    lines.append(f"{summary}; grammar compile (ON only) {compile_total:.0f} s.")
+    errors = [r for r in results if r.error]
     if errors:
-        lines.append(f"Errors ({len(errors)}):")
-        lines += [f"- {r.id} [{r.mode}]: {r.error[:200]}" for r in errors]
+        lines += ["", f"Errors ({len(errors)}):"]
+        lines += [f"- `{r.id}` [{r.mode}]: {r.error[:200]}" for r in errors]
     return "\n".join(lines)
 
 
 # -- main -----------------------------------------------------------------------------------------
+
+
+def max_calls(args: argparse.Namespace, q: Question) -> int:
+    """Calls admitted per answer: `--max-calls N`, or (auto) 4 in parallel categories, else 1.
+
+    Like a workflow author setting `max_calls_per_step` for a node: a question that needs one
+    call gets a schema admitting one, which also keeps the grammar (and its compile) small.
+    """
+    if args.max_calls != "auto":
+        return int(args.max_calls)
+    return 4 if q.category.startswith("parallel") else 1
 
 
 def make_model(args: argparse.Namespace) -> Model:
@@ -539,7 +542,8 @@ def make_model(args: argparse.Namespace) -> Model:
         return LocalModel(n_ctx=args.n_ctx)
     from flowroute.models.litellm_model import LiteLLMModel
 
-    options: dict[str, Any] = {}
+    # no repair retries: one call per question, like the local model
+    options: dict[str, Any] = {"repair_retries": 0}
     if args.api_base:
         options["api_base"] = args.api_base
     return LiteLLMModel(args.model, **options)
@@ -564,7 +568,7 @@ async def run(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     for i, q in enumerate(questions, 1):
         for constrained in modes:  # interleaved: noise affects both modes alike
-            r = await answer(model, q, constrained, settings, check, args.max_calls)
+            r = await answer(model, q, constrained, settings, check, max_calls(args, q))
             results.append(r)
             mark = "ok " if r.correct else "-- "
             print(
@@ -583,14 +587,16 @@ async def run(args: argparse.Namespace) -> None:
         f"\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
         f"Python {platform.python_version()}; {len(questions)} questions "
         f"({args.per_category} per category, seed {args.seed}), max_calls={args.max_calls}, "
-        f"max_tokens={args.max_tokens}; model load {load_s:.1f} s, run {wall / 60:.1f} min.\n"
+        f"max_tokens={args.max_tokens}; model load {load_s:.1f} s, run {wall / 60:.1f} min, "
+        f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB.\n"
     )
-    print(report(results, not args.no_unconstrained, getattr(model, "name", args.model)))
+    names = ["on"] if args.no_unconstrained else ["on", "off"]
+    print(report(results, names, getattr(model, "name", args.model)))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--per-category", type=int, default=6, help="questions per category")
+    parser.add_argument("--per-category", type=int, default=3, help="questions per category")
     parser.add_argument("--seed", type=int, default=0, help="question sampling seed")
     parser.add_argument(
         "--no-unconstrained", action="store_true", help="skip the constraints-off baseline"
@@ -607,7 +613,10 @@ def main() -> None:
         help="categories to sample (default: all five)",
     )
     parser.add_argument(
-        "--max-calls", type=int, default=4, help="calls allowed per answer (all categories)"
+        "--max-calls",
+        default="auto",
+        help="calls admitted per constrained answer: N, or auto (4 for parallel categories, "
+        "else 1)",
     )
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--n-ctx", type=int, default=2048, help="context size (local model)")

@@ -32,6 +32,7 @@ from flowroute.errors import (
 from flowroute.frontends.decorators import (
     Handle,
     agent,
+    call_tool,
     first_of,
     llm,
     map,
@@ -47,10 +48,25 @@ from flowroute.tools.python import Tool
 
 __version__ = "0.1.0"
 
+_LAZY = {"MCPServer", "MCPPool", "MCPServerError"}
+
+
+def __getattr__(name: str) -> object:
+    # MCP classes import the mcp SDK (the `mcp` extra): only when asked for
+    if name in _LAZY:
+        from flowroute.tools import mcp
+
+        return getattr(mcp, name)
+    raise AttributeError(f"module 'flowroute' has no attribute {name!r}")
+
+
 __all__ = [
     "FlowrouteError",
     "Handle",
     "InputError",
+    "MCPPool",
+    "MCPServer",
+    "MCPServerError",
     "MissingExtraError",
     "Model",
     "ModelCall",
@@ -72,6 +88,7 @@ __all__ = [
     "Workflow",
     "WorkflowDefinitionError",
     "agent",
+    "call_tool",
     "first_of",
     "llm",
     "load",

@@ -79,7 +79,7 @@ def code_blocks(page: Path) -> list[Block]:
             lines[j].strip().startswith(fence) and lines[j].strip().strip(fence[0]) == ""
         ):
             j += 1
-        body = [ln[len(indent):] if ln.startswith(indent) else ln for ln in lines[start:j]]
+        body = [ln[len(indent) :] if ln.startswith(indent) else ln for ln in lines[start:j]]
         blocks.append(Block(page, start + 1, lang, "\n".join(body) + "\n"))
         i = j + 1
     return blocks

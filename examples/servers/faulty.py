@@ -21,8 +21,6 @@ Flags:
     --tools N            also register N generated tools gen_000 .. (each returns its index)
     --page-size N        answer tools/list N tools per page (with nextCursor), where the
                          SDK's MCPServer would otherwise send every tool in one page
-    --crash-on-start     write a message to stderr and exit 3 before serving
-    --hang-on-start S    sleep S seconds before serving (so `initialize` goes unanswered)
     --http --port N      serve streamable HTTP on 127.0.0.1:N instead of stdio
 """
 
@@ -32,11 +30,11 @@ import argparse
 import base64
 import os
 import sys
-import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio
-from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.context import CallNext, HandlerResult, ServerMiddleware, ServerRequestContext
 from mcp.server.mcpserver import Context, Image, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
@@ -125,7 +123,7 @@ def list_count() -> int:
     return _requests["tools/list"]
 
 
-@mcp.tool()
+@mcp.tool(structured_output=False)
 def header(name: str, ctx: Context) -> str:
     """The HTTP request header `name` ("" when absent, and always on stdio)."""
     return (ctx.headers or {}).get(name.lower(), "")
@@ -158,16 +156,19 @@ async def remove_tool(name: str, ctx: Context) -> str:
     return f"removed {name}"
 
 
+def _generated(i: int) -> Callable[[], int]:
+    def generated() -> int:
+        return i
+
+    return generated
+
+
 def _register_generated(count: int) -> None:
     for i in range(count):
-
-        def generated(i: int = i) -> int:
-            return i
-
-        mcp.add_tool(generated, name=f"gen_{i:03d}", description=f"Generated tool number {i}.")
+        mcp.add_tool(_generated(i), name=f"gen_{i:03d}", description=f"Generated tool number {i}.")
 
 
-def _paginate(page_size: int) -> Any:
+def _paginate(page_size: int) -> ServerMiddleware[Any]:
     """Middleware cutting the tools/list answer into pages; the cursor is the start index."""
 
     async def middleware(ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
@@ -189,17 +190,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="A misbehaving MCP server for tests.")
     parser.add_argument("--tools", type=int, default=0)
     parser.add_argument("--page-size", type=int, default=0)
-    parser.add_argument("--crash-on-start", action="store_true")
-    parser.add_argument("--hang-on-start", type=float, default=0.0)
     parser.add_argument("--http", action="store_true")
     parser.add_argument("--port", type=int, default=8766)
     args = parser.parse_args(argv)
-    if args.crash_on_start:
-        print("faulty: refusing to start (--crash-on-start)", file=sys.stderr, flush=True)
-        sys.exit(3)
-    if args.hang_on_start:
-        print("faulty: hanging before serving", file=sys.stderr, flush=True)
-        time.sleep(args.hang_on_start)
     _register_generated(args.tools)
     if args.page_size:
         mcp.middleware.append(_paginate(args.page_size))

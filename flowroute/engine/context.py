@@ -25,6 +25,7 @@ class RunState:
     """Per-run shared state: resolved models and their concurrency limiters."""
 
     declared_models: Mapping[str, Any]
+    mcp_pool: Any = None
     _models: dict[str, Model] = field(default_factory=dict)
     _limiters: dict[str, anyio.CapacityLimiter] = field(default_factory=dict)
 
@@ -36,9 +37,11 @@ class RunState:
             self._models[key] = resolve_model(ref, self.declared_models)
         return self._models[key]
 
-    async def mcp_tools(self, ref: str) -> list[ToolLike]:
+    async def mcp_tools(self, ref: str, refresh: bool = False) -> list[ToolLike]:
         """MCP tools for `"server.tool"` or `"server.*"`."""
-        raise ToolError(ref, "MCP tools need an MCP server declared for the workflow")
+        if self.mcp_pool is None:
+            raise ToolError(ref, "MCP tools need an MCP server declared for the workflow")
+        return list(await self.mcp_pool.resolve(ref, refresh=refresh))
 
     def limiter(self, model: Model) -> anyio.CapacityLimiter | None:
         if not model.max_concurrency:
@@ -90,12 +93,13 @@ class NodeContext:
         )
         return response
 
-    async def resolve_tools(self, refs: Sequence[Any]) -> list[ToolLike]:
-        """Tool objects for `refs`: tools as they are, `"server.tool"`/`"server.*"` from MCP."""
+    async def resolve_tools(self, refs: Sequence[Any], refresh: bool = False) -> list[ToolLike]:
+        """Tool objects for `refs`: tools as they are, `"server.tool"`/`"server.*"` from MCP
+        (`refresh=True` asks the servers for their current lists)."""
         out: list[ToolLike] = []
         for ref in refs:
             if isinstance(ref, str):
-                out.extend(await self.run.mcp_tools(ref))
+                out.extend(await self.run.mcp_tools(ref, refresh))
             else:
                 out.append(ref)
         names = [t.name for t in out]

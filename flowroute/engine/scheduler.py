@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, TypeVar
@@ -49,6 +50,9 @@ class RunOptions:
     """`continue`: skip a failed node's dependents, finish the rest. `stop`: cancel the rest."""
     on_update: Callable[[NodeRecord], None] | None = None
     """Called whenever a node's status changes (used by the CLI's live view)."""
+    mcp_pool: Any = None
+    """An open `MCPPool` to share MCP servers across runs; by default each run starts the
+    workflow's servers on first use and stops them when it ends."""
 
 
 class _Run:
@@ -150,10 +154,19 @@ class _Run:
     async def execute(self) -> RunResult[Any]:
         result = self.result
         try:
-            async with anyio.create_task_group() as tg:
-                self.scope = tg.cancel_scope
-                for name in self.wf.nodes:
-                    tg.start_soon(self.node_task, name)
+            async with AsyncExitStack() as stack:
+                pool = self.options.mcp_pool
+                if pool is None and self.wf.mcp_servers:
+                    from flowroute.tools.mcp import MCPPool
+
+                    pool = await stack.enter_async_context(
+                        MCPPool(list(self.wf.mcp_servers.values()))
+                    )
+                self.state.mcp_pool = pool
+                async with anyio.create_task_group() as tg:
+                    self.scope = tg.cancel_scope
+                    for name in self.wf.nodes:
+                        tg.start_soon(self.node_task, name)
         finally:
             result.ended_at = datetime.now()
             for rec in result.records.values():

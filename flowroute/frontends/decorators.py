@@ -40,6 +40,7 @@ __all__ = [
     "LLMFunction",
     "ToolFunction",
     "agent",
+    "call_tool",
     "first_of",
     "llm",
     "map",
@@ -454,6 +455,34 @@ def when(value: Handle, *values: Any) -> Iterator[None]:
         tracer.conditions.pop()
 
 
+def call_tool(ref: str, /, *, name: str | None = None, **arguments: Any) -> Any:
+    """Add a node that calls the MCP tool `ref` (`"server.tool"`) with `arguments`.
+
+    The server must be listed in `@workflow(mcp_servers=[...])`.
+
+    Example:
+        ```python
+        total = flowroute.call_tool("calc.add", a=x, b=3)
+        ```
+    """
+    from flowroute.graph.kinds import MCPToolNode
+
+    tracer = _active()
+    if tracer is None:
+        raise FlowrouteError("flowroute.call_tool is only valid inside a @workflow function")
+    server, _, tool_name = ref.partition(".")
+    return tracer.add(
+        MCPToolNode(
+            name=tracer.unique(name or tool_name or ref),
+            server=server,
+            tool=tool_name,
+            inputs={k: _binding(v) for k, v in arguments.items()},
+            when=tuple(tracer.conditions),
+            location=_call_site(),
+        )
+    )
+
+
 def first_of(*handles: Handle, name: str = "first_of") -> Any:
     """Fan-in after a branch: the value of the first of `handles` whose node ran."""
     tracer = _active()
@@ -522,6 +551,7 @@ def workflow(
     *,
     name: str | None = None,
     models: Mapping[str, Any] | None = None,
+    mcp_servers: Sequence[Any] = (),
 ) -> Any:
     """Build a `Workflow` by tracing `fn`. Its parameters are the workflow's inputs.
 
@@ -573,6 +603,7 @@ def workflow(
             input_defaults=defaults,
             output_type=TypeSpec.of(out_hint),
             models=dict(models or {}),
+            mcp_servers={s.name: s for s in mcp_servers},
             description=inspect.cleandoc(f.__doc__ or ""),
         )
 

@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from flowroute.errors import FlowrouteError, Problem, WorkflowDefinitionError
-from flowroute.graph.kinds import LLMNode, ToolNode
+from flowroute.graph.kinds import LLMNode, MCPToolNode, ToolNode
 from flowroute.graph.nodes import (
     INPUTS,
     Binding,
@@ -142,6 +142,30 @@ class NodeSpec(_Strict):
         return self
 
 
+class MCPServerDecl(_Strict):
+    """An MCP server: `command` (+ `args`, `env`, `cwd`) over stdio, or `url` over HTTP.
+
+    `command: python` runs the interpreter flowroute runs on; `cwd` defaults to the folder of
+    the workflow file, so relative paths in `args` are relative to it.
+    """
+
+    command: str | None = None
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] | None = None
+    cwd: str | None = None
+    url: str | None = None
+    headers: dict[str, str] | None = None
+    start_timeout: float = Field(30.0, gt=0)
+    call_timeout: float = Field(60.0, gt=0)
+    restart_on_crash: bool = False
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> MCPServerDecl:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("an MCP server needs exactly one of 'command' (stdio) or 'url' (HTTP)")
+        return self
+
+
 class ModelDecl(_Strict):
     """A named model: `local:` (a GGUF path, or `default` for the embedded model) or `litellm:`."""
 
@@ -167,6 +191,7 @@ class WorkflowFile(_Strict):
     description: str = ""
     inputs: dict[str, TypeDecl] = Field(default_factory=dict)
     models: dict[str, str | ModelDecl] = Field(default_factory=dict)
+    mcp_servers: dict[str, MCPServerDecl] = Field(default_factory=dict)
     tools: dict[str, str] = Field(default_factory=dict, description="name -> 'module:function'.")
     nodes: dict[str, NodeSpec]
     output: str | dict[str, str] = Field(
@@ -328,10 +353,41 @@ class _Builder:
             inputs=inputs,
             input_defaults=defaults,
             models={k: v for k, v in models.items() if v is not None},
+            mcp_servers=self.mcp_servers(),
             source=self.source,
             lines=top_lines,
             description=spec.description,
         )
+
+    def mcp_servers(self) -> dict[str, Any]:
+        if not self.spec.mcp_servers:
+            return {}
+        from flowroute.tools.mcp import MCPServer
+
+        out: dict[str, Any] = {}
+        for name, d in self.spec.mcp_servers.items():
+            if d.command is not None:
+                command = sys.executable if d.command in ("python", "python3") else d.command
+                out[name] = MCPServer.stdio(
+                    name,
+                    command,
+                    tuple(d.args),
+                    d.env,
+                    str(self.base_dir / d.cwd) if d.cwd else str(self.base_dir),
+                    start_timeout=d.start_timeout,
+                    call_timeout=d.call_timeout,
+                    restart_on_crash=d.restart_on_crash,
+                )
+            else:
+                out[name] = MCPServer.http(
+                    name,
+                    str(d.url),
+                    d.headers,
+                    start_timeout=d.start_timeout,
+                    call_timeout=d.call_timeout,
+                    restart_on_crash=d.restart_on_crash,
+                )
+        return out
 
     def model(self, name: str, decl: str | ModelDecl) -> Any:
         if isinstance(decl, str):
@@ -484,19 +540,18 @@ class _Builder:
                 for i, t in enumerate(ns.agent.tools):
                     if t in tools:
                         agent_tools.append(tools[t])
-                    elif "." in t:
+                    elif t.partition(".")[0] in self.spec.mcp_servers:
                         agent_tools.append(t)  # an MCP reference, resolved when the node runs
                     else:
                         known = ", ".join(sorted(tools)) or "none"
-                        self.problem(
-                            f"unknown tool '{t}' (tools: {known}; MCP tools are 'server.tool')",
-                            *at,
-                            "agent",
-                            "tools",
-                            str(i),
-                            node=name,
-                            field="tools",
+                        servers = ", ".join(sorted(self.spec.mcp_servers)) or "none"
+                        why = (
+                            f"unknown MCP server '{t.partition('.')[0]}' in '{t}' "
+                            f"(mcp_servers: {servers})"
+                            if "." in t
+                            else f"unknown tool '{t}' (tools: {known}; MCP tools are 'server.tool')"
                         )
+                        self.problem(why, *at, "agent", "tools", str(i), node=name, field="tools")
                 inner = AgentNode(
                     model=llm.model,
                     prompt=llm.prompt,
@@ -523,6 +578,29 @@ class _Builder:
                     field_lines=field_lines,
                     **{**common, "when": () if item else when},
                 )
+        elif ns.tool is not None and ns.tool.partition(".")[0] in self.spec.mcp_servers:
+            server, _, tool_name = ns.tool.partition(".")
+            if item is not None:
+                self.problem(
+                    "map over an MCP tool is not supported; map over a Python tool or an agent",
+                    *at,
+                    "map",
+                    node=name,
+                    field="map",
+                )
+                return None
+            mcp_args: dict[str, Binding] = {}
+            for arg, value in ns.args.items():
+                field_lines[arg] = self.lines.line(*at, "args", arg) or 0
+                parsed = _parse_ref(value, bare=False) if isinstance(value, str) else None
+                mcp_args[arg] = _to_ref(parsed) if parsed is not None else Const(value)
+            return MCPToolNode(
+                server=server,
+                tool=tool_name,
+                inputs=mcp_args,
+                field_lines=field_lines,
+                **{**common, "when": when},
+            )
         elif ns.tool is not None:
             tool = tools.get(ns.tool)
             if tool is None:

@@ -121,3 +121,48 @@ class ToolNode(Node):
 
     def label(self) -> str:
         return f"tool: {self.name}"
+
+
+def mcp_ref_problems(ref: str, workflow: Workflow[Any], node: str, field: str) -> list[Problem]:
+    """Problems with a `"server.tool"` / `"server.*"` reference (the server must be declared)."""
+    server, sep, tool = ref.partition(".")
+    if not sep or not tool:
+        return [
+            Problem(
+                "error",
+                f"'{ref}': MCP tools read 'server.tool' or 'server.*'",
+                node=node,
+                field=field,
+            )
+        ]
+    if server not in workflow.mcp_servers:
+        known = ", ".join(sorted(workflow.mcp_servers)) or "none"
+        return [
+            Problem(
+                "error",
+                f"'{ref}': unknown MCP server '{server}' (mcp_servers: {known})",
+                node=node,
+                field=field,
+            )
+        ]
+    return []
+
+
+@dataclass(frozen=True, kw_only=True)
+class MCPToolNode(Node):
+    """Call one tool of an MCP server; its schema is fetched from the server when the node runs."""
+
+    kind: ClassVar[str] = "mcp_tool"
+
+    server: str
+    tool: str
+
+    def check(self, workflow: Workflow[Any]) -> list[Problem]:
+        return mcp_ref_problems(f"{self.server}.{self.tool}", workflow, self.name, "tool")
+
+    async def execute(self, args: dict[str, Any], ctx: NodeContext) -> Any:
+        (tool,) = await ctx.resolve_tools([f"{self.server}.{self.tool}"])
+        return await tool.call(args)
+
+    def label(self) -> str:
+        return f"mcp: {self.name} ({self.server}.{self.tool})"

@@ -43,6 +43,8 @@ class Workflow(Generic[Out]):
     output_type: TypeSpec = ANY
     models: Mapping[str, Any] = field(default_factory=dict)
     """Named models declared by the workflow (name -> `Model`)."""
+    mcp_servers: Mapping[str, Any] = field(default_factory=dict)
+    """MCP servers the workflow's tools come from (name -> `MCPServer`)."""
     source: str | None = None
     lines: Mapping[str, int] = field(default_factory=dict)
     """Line numbers of top-level entries (`inputs.x`, `output`, `output.k`), for YAML messages."""

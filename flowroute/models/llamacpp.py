@@ -7,7 +7,9 @@ any output that does not parse and validate impossible to generate.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import pickle
 import threading
 import time
 from collections import OrderedDict
@@ -24,6 +26,37 @@ from flowroute.structured.constraint import OutputConstraint
 __all__ = ["LocalModel", "default_model_path"]
 
 DEFAULT_NAME = "local"
+
+
+def default_cache_dir() -> str:
+    """Where compiled grammars are kept across processes: `$FLOWROUTE_CACHE_DIR`, else
+    `~/.cache/flowroute`. Set `FLOWROUTE_CACHE_DIR=""` to keep them in memory only."""
+    env = os.environ.get("FLOWROUTE_CACHE_DIR")
+    if env is not None:
+        return env
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return str(Path(base) / "flowroute")
+
+
+def _read_index(path: Path) -> Any | None:
+    try:
+        with path.open("rb") as f:
+            return pickle.load(f)
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, TypeError, ValueError):
+        return None  # missing or unreadable: rebuilt (and rewritten) by the caller
+
+
+def _write_index(path: Path, index: Any) -> None:
+    # compiling a grammar over Gemma's 262k-token vocabulary takes seconds to minutes;
+    # a failed write only costs a recompile next time
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        with tmp.open("wb") as f:
+            pickle.dump(index, f)
+        os.replace(tmp, path)
+    except OSError:
+        pass
 
 
 def default_model_path() -> str:
@@ -55,6 +88,8 @@ class _Loaded:
     llama: Any
     vocabulary: Any
     eos_token_id: int
+    model_id: str = ""
+    """Identifies the weights' vocabulary for the on-disk grammar cache (path, size, mtime)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
     indexes: OrderedDict[str, Any] = field(default_factory=OrderedDict)
 
@@ -133,12 +168,14 @@ class LocalModel(Model):
         n_threads: int | None = None,
         name: str | None = None,
         index_cache_size: int = 64,
+        cache_dir: str | None = None,
     ) -> None:
         self.path = path
         self.n_ctx = n_ctx
         self.n_threads = n_threads or max(1, os.cpu_count() or 1)
         self.name = name or (DEFAULT_NAME if path is None else f"local:{path}")
         self.index_cache_size = index_cache_size
+        self.cache_dir = cache_dir if cache_dir is not None else default_cache_dir()
 
     def check(self) -> list[str]:
         if self.path is not None:
@@ -177,8 +214,12 @@ class LocalModel(Model):
                 seed=0,
             )
             backend = OutlinesCoreBackend(outlines.from_llamacpp(llama, chat_mode=False))
+            stat = Path(path).stat()
             loaded = _Loaded(
-                llama=llama, vocabulary=backend.vocabulary, eos_token_id=backend.eos_token_id
+                model_id=f"{Path(path).resolve()}:{stat.st_size}:{stat.st_mtime_ns}",
+                llama=llama,
+                vocabulary=backend.vocabulary,
+                eos_token_id=backend.eos_token_id,
             )
             _loaded[key] = loaded
             return loaded
@@ -190,16 +231,29 @@ class LocalModel(Model):
         regex = constraint.to_regex()
         index = loaded.indexes.get(regex)
         if index is None:
-            try:
-                index = Index(regex, loaded.vocabulary)
-            except Exception as exc:
-                raise ModelError(self.name, f"cannot compile the output constraint: {exc}") from exc
+            cached = self._cache_file(loaded, regex)
+            index = _read_index(cached) if cached is not None else None
+            if index is None:
+                try:
+                    index = Index(regex, loaded.vocabulary)
+                except Exception as exc:
+                    raise ModelError(
+                        self.name, f"cannot compile the output constraint: {exc}"
+                    ) from exc
+                if cached is not None:
+                    _write_index(cached, index)
             loaded.indexes[regex] = index
             while len(loaded.indexes) > self.index_cache_size:
                 loaded.indexes.popitem(last=False)
         else:
             loaded.indexes.move_to_end(regex)
         return OutlinesCoreLogitsProcessor(index, "numpy")
+
+    def _cache_file(self, loaded: _Loaded, regex: str) -> Path | None:
+        if not self.cache_dir:
+            return None
+        digest = hashlib.sha256(f"{loaded.model_id}\n{regex}".encode()).hexdigest()
+        return Path(self.cache_dir) / "grammars" / f"{digest}.pickle"
 
     def warm_up(self, constraint: OutputConstraint | None = None) -> None:
         """Load the model (and compile `constraint`) ahead of the first call."""

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import anyio
 
 from flowroute.errors import NodeError, Problem, ToolError
-from flowroute.graph.kinds import LLMNode
+from flowroute.graph.kinds import LLMNode, mcp_ref_problems
 from flowroute.models.base import ModelRequest, Settings
 from flowroute.structured.constraint import OutputConstraint
 from flowroute.tools.base import ToolLike
@@ -63,7 +63,9 @@ class AgentNode(LLMNode):
     def check(self, workflow: Workflow[Any]) -> list[Problem]:
         out = super().check(workflow)
         for t in self.tools:
-            if not isinstance(t, str | ToolLike):
+            if isinstance(t, str):
+                out += mcp_ref_problems(t, workflow, self.name, "tools")
+            elif not isinstance(t, ToolLike):
                 out.append(Problem("error", f"not a tool: {t!r}", node=self.name, field="tools"))
         if self.max_steps < 1:
             out.append(
@@ -77,17 +79,29 @@ class AgentNode(LLMNode):
 
     async def execute(self, args: dict[str, Any], ctx: NodeContext) -> Any:
         task = self.render(args)
-        tools = await ctx.resolve_tools(self.tools)
-        by_name = {t.name: t for t in tools}
         final = self._final_schema()
-        any_step = OutputConstraint.json_schema(
-            step_schema(tools, final, max_calls=self.max_calls_per_step)
-        )
         final_only = OutputConstraint.json_schema(step_schema([], final))
-        header = f"{task}\n\nTools:\n{describe_tools(tools)}\n\n{_PROTOCOL}\n"
+        dynamic = any(isinstance(t, str) for t in self.tools)
+        tools: list[ToolLike] = []
         transcript: list[str] = []
         trace = ctx.record.trace
         for n in range(1, self.max_steps + 1):
+            if n == 1 or dynamic:
+                # MCP servers may add or remove tools mid-run (tools/list_changed)
+                current = await ctx.resolve_tools(self.tools, refresh=n > 1)
+                if n == 1 or [t.name for t in current] != [t.name for t in tools]:
+                    tools = current
+                    by_name = {t.name: t for t in tools}
+                    any_step = (
+                        OutputConstraint.json_schema(
+                            step_schema(tools, final, max_calls=self.max_calls_per_step)
+                        )
+                        if tools
+                        else final_only
+                    )
+                    header = f"{task}\n\nTools:\n{describe_tools(tools)}\n\n{_PROTOCOL}\n"
+                    if n > 1:
+                        trace.append({"step": n, "tools_changed": [t.name for t in tools]})
             last = n == self.max_steps or not tools
             prompt = header + "".join(transcript) + f"\nStep {n}:"
             request = ModelRequest(

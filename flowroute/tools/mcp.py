@@ -234,11 +234,28 @@ class MCPTool:
         return self.spec.output_schema
 
     @cached_property
+    def wrapped(self) -> bool:
+        """Whether the server wraps a plain return value as `{"result": value}`.
+
+        The SDK's server does this for tools returning a primitive or a list (output schema
+        titled `<tool>Output` with the single required property `result`); such results are
+        unwrapped, so `add` returns `5.0`, not `{"result": 5.0}`.
+        """
+        schema = self.spec.output_schema or {}
+        return (
+            set(schema.get("properties", {})) == {"result"}
+            and schema.get("required") == ["result"]
+            and str(schema.get("title", "")).endswith("Output")
+        )
+
+    @cached_property
     def return_type(self) -> TypeSpec:
         """The output schema as a `TypeSpec`; `ANY` when the tool declares none (or a bad one)."""
         if self.spec.output_schema is None:
             return ANY
         try:
+            if self.wrapped:
+                return TypeSpec.from_schema(self.spec.output_schema["properties"]["result"])
             return TypeSpec.from_schema(self.spec.output_schema)
         except jsonschema.SchemaError as exc:
             logger.warning(
@@ -287,6 +304,8 @@ class MCPTool:
             raise ToolError(self.name, f"{self._where()}: {message}")
         if result.structured_content is not None:
             value = result.structured_content
+            if self.wrapped and isinstance(value, dict) and set(value) == {"result"}:
+                value = value["result"]
             if self.spec.output_schema is not None:
                 try:
                     return self.return_type.validate(value, "structured result")
@@ -515,7 +534,6 @@ class _ServerState:
     failure: MCPServerError | None = None
     tools: dict[str, MCPTool] = field(default_factory=dict)
     listed: bool = False
-    restarts: int = 0
 
 
 class MCPPool:
@@ -558,7 +576,7 @@ class MCPPool:
 
     async def __aenter__(self) -> Self:
         if self._tg is not None or self._closed:
-            raise MCPServerError("*", "an MCPPool can be entered only once")
+            raise FlowrouteError("an MCPPool can be entered only once")
         self._states = {
             name: _ServerState(config, _StderrBuffer(self._stderr_limit))
             for name, config in self._configs.items()
@@ -583,6 +601,10 @@ class MCPPool:
         assert self._tg is not None
         try:
             return await self._tg.__aexit__(exc_type, exc, tb)
+        except BaseExceptionGroup as group:
+            if exc is not None and _leaves(group) == [exc]:
+                return None  # the block's own error: let it propagate as it was raised
+            raise
         finally:
             self._tg = None
 
@@ -626,13 +648,17 @@ class MCPPool:
             )
         return found
 
-    async def resolve(self, ref: str) -> list[MCPTool]:
-        """Tools for a reference `"server.tool"` (one tool) or `"server.*"` (all of them)."""
+    async def resolve(self, ref: str, *, refresh: bool = False) -> list[MCPTool]:
+        """Tools for a reference `"server.tool"` (one tool) or `"server.*"` (all of them).
+
+        `refresh=True` lists the server's tools again first (used by agents between steps,
+        so a tool added by a call is usable at the next step whatever the notification timing).
+        """
         server, sep, name = ref.partition(".")
         if not sep or not name:
             raise ToolError(ref, "an MCP tool reference reads 'server.tool' or 'server.*'")
         if name == "*":
-            return await self.tools(server)
+            return await self.tools(server, refresh=refresh)
         return [await self.tool(server, name)]
 
     def on_tools_changed(self, callback: ToolsChangedCallback) -> Callable[[], None]:
@@ -689,7 +715,6 @@ class MCPPool:
                         state.stderr.tail(),
                     )
                 await session.done.wait()
-                state.restarts += 1
                 logger.info("restarting MCP server '%s' after a crash", config.name)
             fresh = _Session()
             self._starting.add(fresh)
@@ -737,7 +762,7 @@ class MCPPool:
                     tg.cancel_scope.cancel()
         except Exception as exc:
             if not session.started:
-                raise self._start_error(state, session, exc) from exc
+                raise self._start_error(state, exc) from exc
             session.mark_lost(_describe(exc))
         finally:
             session.client = None
@@ -756,9 +781,7 @@ class MCPPool:
         if session.lost_reason is not None:
             logger.warning("MCP server '%s' went away: %s", config.name, session.lost_reason)
 
-    def _start_error(
-        self, state: _ServerState, session: _Session, exc: Exception
-    ) -> MCPServerError:
+    def _start_error(self, state: _ServerState, exc: Exception) -> MCPServerError:
         config = state.config
         leaves = _leaves(exc)
         if len(leaves) == 1 and isinstance(leaves[0], MCPServerError):
@@ -777,8 +800,12 @@ class MCPPool:
         async for _ in session.refresh_receive:
             try:
                 await self._relist(state, session)
-            except MCPServerError as exc:
-                logger.warning("%s", exc)
+            except Exception as exc:  # a bad listing must not take the connection down
+                logger.warning(
+                    "MCP server '%s': refreshing the tool list failed: %s",
+                    state.config.name,
+                    _describe(exc),
+                )
 
     async def _listen(self, state: _ServerState, session: _Session) -> None:
         """On 2026-07-28 connections, change events come only on a subscriptions/listen stream.

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +18,8 @@ from flowroute.graph.types import ANY
 from flowroute.tools.base import ToolLike
 from flowroute.tools.mcp import MCPPool, MCPServer, MCPServerError, MCPTool
 
-pytestmark = pytest.mark.integration
+# marked anyio here (not only by tests/conftest.py) so parametrized async tests keep their params
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 SERVERS = Path(__file__).resolve().parents[2] / "examples" / "servers"
 PAGED_EXTRA_TOOLS = 150
@@ -35,6 +32,12 @@ def stdio(name: str, script: str, *args: str, **opts: Any) -> MCPServer:
 
 async def call(pool: MCPPool, server: str, tool: str, **args: Any) -> Any:
     return await (await pool.tool(server, tool)).call(args)
+
+
+async def count(pool: MCPPool, server: str, tool: str) -> int:
+    """Call a faulty.py tool returning an int (the server's {"result": n} wrapper is removed)."""
+    result = await call(pool, server, tool)
+    return int(result)
 
 
 def process_gone(pid: int) -> bool:
@@ -80,16 +83,17 @@ async def test_calculator_tools_are_listed_with_schemas(pool: MCPPool) -> None:
     assert add.server == "calc"
     assert add.description == "Add two numbers."
     assert add.json_schema["required"] == ["a", "b"]
-    assert add.return_type.schema["properties"]["result"]["type"] == "number"
+    assert add.wrapped  # the SDK wraps primitive returns; flowroute unwraps them
+    assert add.return_type.schema["type"] == "number"
 
 
 async def test_structured_results_come_back_as_dicts(pool: MCPPool) -> None:
-    assert await call(pool, "calc", "add", a=2, b=3) == {"result": 5.0}
-    assert await call(pool, "calc", "multiply", a=4, b=2.5) == {"result": 10.0}
+    assert await call(pool, "calc", "add", a=2, b=3) == 5.0
+    assert await call(pool, "calc", "multiply", a=4, b=2.5) == 10.0
     boiling = await call(pool, "calc", "convert_units", value=100, from_unit="C", to_unit="F")
-    assert boiling["result"] == pytest.approx(212.0)
+    assert boiling == pytest.approx(212.0)
     mile = await call(pool, "calc", "convert_units", value=1, from_unit="mi", to_unit="km")
-    assert mile["result"] == pytest.approx(1.609344)
+    assert mile == pytest.approx(1.609344)
     assert await call(pool, "faulty", "shout", text="hi") == {"text": "HI", "length": 2}
 
 
@@ -108,7 +112,7 @@ async def test_tool_that_raises_gives_tool_error_naming_tool_and_server(pool: MC
         await call(pool, "calc", "divide", a=1, b=0)
     assert err.value.tool == "divide"
     assert "MCP server 'calc'" in str(err.value)
-    with pytest.raises(ToolError, match="tool 'fail': on MCP server 'faulty': .*out of cheese"):
+    with pytest.raises(ToolError, match=r"tool 'fail': on MCP server 'faulty': .*out of cheese"):
         await call(pool, "faulty", "fail", message="out of cheese")
     with pytest.raises(ToolError, match="different things"):
         await call(pool, "calc", "convert_units", value=1, from_unit="kg", to_unit="m")
@@ -116,14 +120,14 @@ async def test_tool_that_raises_gives_tool_error_naming_tool_and_server(pool: MC
 
 async def test_invalid_arguments_fail_before_any_call(pool: MCPPool) -> None:
     shout = await pool.tool("faulty", "shout")
-    before = await call(pool, "faulty", "call_count")
+    before = await count(pool, "faulty", "call_count")
     with pytest.raises(ToolError, match="invalid arguments") as err:
         await shout.call({"text": 5, "extra": True})
     assert "text: 5 is not of type 'string'" in str(err.value)
     assert "MCP server 'faulty'" in str(err.value)
     with pytest.raises(ToolError, match="'text' is a required property"):
         await shout.call({})
-    assert await call(pool, "faulty", "call_count") == before + 1  # only this count call
+    assert await count(pool, "faulty", "call_count") == before + 1  # only this count call
 
 
 async def test_unknown_tool_error_lists_the_known_tools(pool: MCPPool) -> None:
@@ -145,11 +149,11 @@ async def test_pagination_returns_every_tool(pool: MCPPool) -> None:
     assert {f"gen_{i:03d}" for i in range(PAGED_EXTRA_TOOLS)} <= names
     assert {"echo", "crash", "add_tool"} <= names
     assert len(tools) == len(names) > 150
-    pages_before = await call(pool, "paged", "list_count")
+    pages_before = await count(pool, "paged", "list_count")
     await pool.tools("paged", refresh=True)
     pages = -(-len(tools) // PAGE_SIZE)
-    assert await call(pool, "paged", "list_count") == pages_before + pages
-    assert await call(pool, "paged", "gen_149") == {"result": 149}
+    assert await count(pool, "paged", "list_count") == pages_before + pages
+    assert await call(pool, "paged", "gen_149") == 149
 
 
 async def test_call_timeout_gives_tool_error_and_server_keeps_working(pool: MCPPool) -> None:
@@ -193,7 +197,7 @@ async def test_list_changed_refreshes_tools_and_notifies(pool: MCPPool, server: 
         unsubscribe()
     assert (server, [new_name], [], []) in heard
     assert new_name in {t.name for t in await pool.tools(server)}
-    assert await call(pool, server, new_name) == {"result": new_name}
+    assert await call(pool, server, new_name) == new_name
 
 
 async def test_notes_server_stores_notes_in_its_file(pool: MCPPool, notes_file: Path) -> None:
@@ -201,7 +205,7 @@ async def test_notes_server_stores_notes_in_its_file(pool: MCPPool, notes_file: 
     assert note["title"] == "groceries"
     assert note["body"] == "eggs, flour"
     await call(pool, "notes", "add_note", title="todo", body="write tests")
-    assert await call(pool, "notes", "list_notes") == {"result": ["groceries", "todo"]}
+    assert await call(pool, "notes", "list_notes") == ["groceries", "todo"]
     assert (await call(pool, "notes", "get_note", title="todo"))["body"] == "write tests"
     assert "groceries" in notes_file.read_text()
     with pytest.raises(ToolError, match="already exists"):
@@ -214,50 +218,6 @@ async def test_notes_server_stores_notes_in_its_file(pool: MCPPool, notes_file: 
 # -- streamable HTTP ----------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def http_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """The faulty and calculator servers serving streamable HTTP; their endpoint URLs."""
-    logs = tmp_path_factory.mktemp("http")
-    procs: list[subprocess.Popen[bytes]] = []
-    urls: dict[str, str] = {}
-    try:
-        for script in ("faulty.py", "calculator.py"):
-            port = free_port()
-            with open(logs / f"{script}.log", "wb") as log:
-                procs.append(
-                    subprocess.Popen(
-                        [sys.executable, str(SERVERS / script), "--http", "--port", str(port)],
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                    )
-                )
-            urls[script.removesuffix(".py")] = f"http://127.0.0.1:{port}/mcp"
-        deadline = time.monotonic() + 30
-        for proc, url in zip(procs, urls.values(), strict=True):
-            while True:
-                try:
-                    urllib.request.urlopen(url, timeout=1).close()
-                    break
-                except urllib.error.HTTPError:
-                    break  # answering (a bare GET is refused with 4xx)
-                except OSError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        pytest.fail(f"HTTP server for {url} did not come up")
-                    time.sleep(0.1)
-        yield urls
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=10)
-
-
 async def test_http_server_lists_calls_and_refreshes(http_servers: dict[str, str]) -> None:
     remote = MCPServer.http("remote", http_servers["faulty"], headers={"X-Flowroute-Test": "yes"})
     calc = MCPServer.http("calc_http", http_servers["calculator"])
@@ -268,8 +228,8 @@ async def test_http_server_lists_calls_and_refreshes(http_servers: dict[str, str
         assert await call(pool, "remote", "echo", text="over http") == "over http"
         assert await call(pool, "remote", "shout", text="ok") == {"text": "OK", "length": 2}
         assert await call(pool, "remote", "header", name="X-Flowroute-Test") == "yes"
-        assert await call(pool, "calc_http", "add", a=1, b=1) == {"result": 2.0}
-        with pytest.raises(ToolError, match="MCP server 'calc_http'.*cannot divide by zero"):
+        assert await call(pool, "calc_http", "add", a=1, b=1) == 2.0
+        with pytest.raises(ToolError, match=r"MCP server 'calc_http'.*cannot divide by zero"):
             await call(pool, "calc_http", "divide", a=1, b=0)
         await call(pool, "remote", "add_tool", name="over_http")
         with anyio.fail_after(5):
@@ -277,8 +237,8 @@ async def test_http_server_lists_calls_and_refreshes(http_servers: dict[str, str
         assert "over_http" in {t.name for t in await pool.tools("remote")}
 
 
-async def test_unreachable_http_server_names_the_server() -> None:
-    gone = MCPServer.http("gone", f"http://127.0.0.1:{free_port()}/mcp", start_timeout=5)
+async def test_unreachable_http_server_names_the_server(port: int) -> None:
+    gone = MCPServer.http("gone", f"http://127.0.0.1:{port}/mcp", start_timeout=5)
     async with MCPPool([gone]) as pool:
         with pytest.raises(MCPServerError, match="MCP server 'gone': failed to start") as err:
             await pool.start("gone")
@@ -286,6 +246,10 @@ async def test_unreachable_http_server_names_the_server() -> None:
 
 
 # -- failures -----------------------------------------------------------------------------------
+
+
+def python_script(name: str, code: str, **opts: Any) -> MCPServer:
+    return MCPServer.stdio(name, sys.executable, ["-c", code], **opts)
 
 
 @pytest.mark.parametrize(
@@ -297,14 +261,21 @@ async def test_unreachable_http_server_names_the_server() -> None:
             "",
         ),
         (
-            stdio("quitter", "faulty.py", "--crash-on-start"),
+            python_script(
+                "quitter", "import sys; sys.exit('quitter: refusing to start, no config')"
+            ),
             "exited or closed the connection during startup",
-            "refusing to start",
+            "quitter: refusing to start, no config",
         ),
         (
-            stdio("sleeper", "faulty.py", "--hang-on-start", "60", start_timeout=1.0),
+            python_script(  # reads requests, answers none, leaves when stdin closes
+                "sleeper",
+                "import sys; print('sleeper: thinking', file=sys.stderr, flush=True); "
+                "sys.stdin.read()",
+                start_timeout=1.0,
+            ),
             "did not finish starting .* within start_timeout=1s",
-            "hanging before serving",
+            "sleeper: thinking",
         ),
     ],
     ids=["bad-command", "exits-at-start", "never-answers"],
@@ -326,7 +297,8 @@ async def test_server_that_fails_to_start_is_named_with_reason_and_stderr(
 async def test_crash_mid_call_names_tool_and_server_and_server_stays_down() -> None:
     async with MCPPool([stdio("fragile", "faulty.py")]) as pool:
         crash = await pool.tool("fragile", "crash")
-        pid = await call(pool, "fragile", "pid")
+        echo = await pool.tool("fragile", "echo")
+        pid = await count(pool, "fragile", "pid")
         with pytest.raises(ToolError, match="crashed or disconnected during the call") as err:
             await crash.call({})
         message = str(err.value)
@@ -334,16 +306,19 @@ async def test_crash_mid_call_names_tool_and_server_and_server_stays_down() -> N
         assert "faulty: crashing now" in message  # the stderr tail
         assert "restart_on_crash is off" in message
         with pytest.raises(ToolError, match="tool 'echo': on MCP server 'fragile': it crashed"):
-            await call(pool, "fragile", "echo", text="anyone?")
+            await echo.call({"text": "anyone?"})
+        with pytest.raises(MCPServerError, match="MCP server 'fragile': it crashed earlier"):
+            await pool.tools("fragile")
         assert process_gone(pid)
+        assert "faulty: crashing now" in pool.stderr("fragile")
 
 
 async def test_restart_on_crash_restarts_the_server_on_the_next_call() -> None:
     async with MCPPool([stdio("phoenix", "faulty.py", restart_on_crash=True)]) as pool:
-        first_pid = await call(pool, "phoenix", "pid")
-        with pytest.raises(ToolError, match="MCP server 'phoenix'.*the next call restarts it"):
+        first_pid = await count(pool, "phoenix", "pid")
+        with pytest.raises(ToolError, match=r"MCP server 'phoenix'.*the next call restarts it"):
             await call(pool, "phoenix", "crash")
-        second_pid = await call(pool, "phoenix", "pid")
+        second_pid = await count(pool, "phoenix", "pid")
         assert second_pid != first_pid
         assert await call(pool, "phoenix", "echo", text="back") == "back"
         assert process_gone(first_pid)
@@ -359,7 +334,7 @@ async def test_clean_shutdown_from_concurrent_use_leaves_no_process(
 
         async def user(i: int) -> None:  # the first call starts the server, from a child task
             assert await call(pool, "busy", "echo", text=str(i)) == str(i)
-            pids.append(await call(pool, "busy", "pid"))
+            pids.append(await count(pool, "busy", "pid"))
 
         async with anyio.create_task_group() as tg:
             for i in range(6):
