@@ -123,6 +123,8 @@ class RunResult(Generic[Out]):
     started_at: datetime = field(default_factory=datetime.now)
     ended_at: datetime | None = None
     error: str | None = None
+    server_logs: dict[str, str] = field(default_factory=dict)
+    """What each MCP server wrote to stderr during the run (stdio servers)."""
     _output: Any = None
 
     @property
@@ -166,4 +168,5 @@ class RunResult(Generic[Out]):
             "total_tokens": self.total_tokens,
             "cost": self.cost,
             "nodes": {name: r.to_dict() for name, r in self.records.items()},
+            "server_logs": self.server_logs,
         }

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime
@@ -163,10 +163,14 @@ class _Run:
                         MCPPool(list(self.wf.mcp_servers.values()))
                     )
                 self.state.mcp_pool = pool
-                async with anyio.create_task_group() as tg:
-                    self.scope = tg.cancel_scope
-                    for name in self.wf.nodes:
-                        tg.start_soon(self.node_task, name)
+                try:
+                    async with anyio.create_task_group() as tg:
+                        self.scope = tg.cancel_scope
+                        for name in self.wf.nodes:
+                            tg.start_soon(self.node_task, name)
+                finally:
+                    if pool is not None:
+                        result.server_logs = _server_logs(pool, self.wf.mcp_servers)
         finally:
             result.ended_at = datetime.now()
             for rec in result.records.values():
@@ -203,6 +207,18 @@ class _Run:
             if rec.status != "succeeded":
                 raise _Unavailable(f"node '{b.node}', which {rec.status}")
         return self._resolve(b)
+
+
+def _server_logs(pool: Any, servers: Mapping[str, Any]) -> dict[str, str]:
+    logs: dict[str, str] = {}
+    for name in servers:
+        try:
+            text = pool.stderr(name)
+        except FlowrouteError:
+            continue  # a shared pool without this server
+        if text:
+            logs[name] = text
+    return logs
 
 
 class _Unavailable(Exception):

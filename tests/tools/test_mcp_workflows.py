@@ -91,6 +91,7 @@ output: {boom: boom, slow: slow, sum: sum}
     slow = result.records["slow"]
     assert slow.status == "failed" and "faulty" in (slow.error or "")
     assert result.records["sum"].status == "succeeded" and result.records["sum"].output == 3.0
+    assert "crashing now" in result.server_logs["faulty"]  # its stderr is in the run log
 
 
 def test_call_timeout_names_tool_and_server(tmp_path: Path) -> None:
