@@ -12,6 +12,7 @@ import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import replace
 from typing import Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 from flowroute.errors import FlowrouteError, Problem, WorkflowDefinitionError
@@ -289,8 +290,18 @@ class LLMFunction(_NodeFunction[P, Any]):
         when: tuple[Condition, ...],
         location: Location | None,
     ) -> Node:
-        settings = Settings(**self.node_options.get("settings", {}))
-        return LLMNode(
+        return LLMNode(**self._llm_fields(name, inputs, when, location, Settings()))
+
+    def _llm_fields(
+        self,
+        name: str,
+        inputs: dict[str, Binding],
+        when: tuple[Condition, ...],
+        location: Location | None,
+        defaults: Settings,
+    ) -> dict[str, Any]:
+        settings = replace(defaults, **self.node_options.get("settings", {}))
+        return dict(
             name=name,
             model=self.node_options.get("model", "local"),
             prompt=self.template,
@@ -329,26 +340,15 @@ class AgentFunction(LLMFunction[P]):
     ) -> Node:
         from flowroute.tools.agent import AgentNode
 
-        settings = Settings(**{"max_tokens": 256, **self.node_options.get("settings", {})})
         tools = tuple(
             t.tool if isinstance(t, ToolFunction) else t for t in self.node_options.get("tools", ())
         )
         return AgentNode(
-            name=name,
-            model=self.node_options.get("model", "local"),
-            prompt=self.template,
-            prompt_fn=self._prompt,
-            output_type=self.output_type,
-            settings=settings,
+            **self._llm_fields(name, inputs, when, location, Settings(max_tokens=256)),
             tools=tools,
             max_steps=self.node_options.get("max_steps", 6),
             max_calls_per_step=self.node_options.get("max_calls_per_step", 4),
             on_tool_error=self.node_options.get("on_tool_error", "feed_back"),
-            inputs=inputs,
-            input_types=self.input_types,
-            when=when,
-            location=location,
-            **self._common(),
         )
 
 
