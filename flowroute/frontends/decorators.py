@@ -225,6 +225,7 @@ class ToolFunction(_NodeFunction[P, R]):
         )
 
 
+_TOOL_OPTIONS = {"name", "retries", "retry_backoff", "timeout", "tool_timeout", "description"}
 _LLM_OPTIONS = {
     "model",
     "output",
@@ -356,7 +357,13 @@ class AgentFunction(LLMFunction[P]):
 def tool(fn: Callable[P, R], /) -> ToolFunction[P, R]: ...
 @overload
 def tool(
-    *, name: str | None = None, retries: int = 0, timeout: float | None = None
+    *,
+    name: str | None = None,
+    retries: int = 0,
+    retry_backoff: float = 0.5,
+    timeout: float | None = None,
+    tool_timeout: float | None = None,
+    description: str = "",
 ) -> Callable[[Callable[P, R]], ToolFunction[P, R]]: ...
 def tool(fn: Any = None, /, **options: Any) -> Any:
     """Make a typed function (sync or async) a tool; its JSON Schema comes from hints and docstring.
@@ -368,6 +375,12 @@ def tool(fn: Any = None, /, **options: Any) -> Any:
             "Find an order by id."
         ```
     """
+    unknown = set(options) - _TOOL_OPTIONS
+    if unknown:
+        raise FlowrouteError(
+            f"@tool: unknown option(s) {', '.join(sorted(unknown))} "
+            f"(options: {', '.join(sorted(_TOOL_OPTIONS))})"
+        )
     if fn is not None:
         return ToolFunction(fn, options)
     return lambda f: ToolFunction(f, options)

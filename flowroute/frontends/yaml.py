@@ -11,7 +11,7 @@ import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
@@ -113,7 +113,7 @@ class MapSpec(_Strict):
 
 
 class NodeSpec(_Strict):
-    """One node: exactly one of `llm`, `tool` or `first_of`, plus options."""
+    """One node: exactly one of `llm`, `agent`, `tool` or `first_of`, plus options."""
 
     llm: LLMSpec | None = None
     agent: AgentSpec | None = None
@@ -137,7 +137,7 @@ class NodeSpec(_Strict):
         kinds = [k for k in ("llm", "agent", "tool", "first_of") if getattr(self, k) is not None]
         if len(kinds) != 1:
             raise ValueError(
-                f"a node needs exactly one of llm, tool, first_of (got {kinds or 'none'})"
+                f"a node needs exactly one of llm, agent, tool, first_of (got {kinds or 'none'})"
             )
         return self
 
@@ -442,7 +442,7 @@ class _Builder:
             return None
         found = getattr(obj, "tool", None)
         if isinstance(found, Tool):
-            return found
+            return replace(found, name=name)  # the file's name is the one nodes and agents see
         if not callable(obj):
             self.problem(
                 f"tool '{name}': {target!r} is not callable", "tools", name, field=f"tools.{name}"
@@ -593,6 +593,15 @@ class _Builder:
             for arg, value in ns.args.items():
                 field_lines[arg] = self.lines.line(*at, "args", arg) or 0
                 parsed = _parse_ref(value, bare=False) if isinstance(value, str) else None
+                if isinstance(value, str) and parsed is None and "{{" in value:
+                    self.problem(
+                        "a tool argument is either a literal or exactly one '{{ reference }}'",
+                        *at,
+                        "args",
+                        arg,
+                        node=name,
+                        field=arg,
+                    )
                 mcp_args[arg] = _to_ref(parsed) if parsed is not None else Const(value)
             return MCPToolNode(
                 server=server,

@@ -67,6 +67,15 @@ class AgentNode(LLMNode):
                 out += mcp_ref_problems(t, workflow, self.name, "tools")
             elif not isinstance(t, ToolLike):
                 out.append(Problem("error", f"not a tool: {t!r}", node=self.name, field="tools"))
+        if self.max_calls_per_step < 1:
+            out.append(
+                Problem(
+                    "error",
+                    "max_calls_per_step must be >= 1",
+                    node=self.name,
+                    field="max_calls_per_step",
+                )
+            )
         if self.max_steps < 1:
             out.append(
                 Problem("error", "max_steps must be >= 1", node=self.name, field="max_steps")
@@ -85,6 +94,8 @@ class AgentNode(LLMNode):
         tools: list[ToolLike] = []
         transcript: list[str] = []
         trace = ctx.record.trace
+        # retried attempts append to the same trace; later entries say which attempt they are
+        attempt = {"attempt": ctx.record.attempts} if ctx.record.attempts > 1 else {}
         for n in range(1, self.max_steps + 1):
             if n == 1 or dynamic:
                 # MCP servers may add or remove tools mid-run (tools/list_changed)
@@ -99,7 +110,8 @@ class AgentNode(LLMNode):
                         if tools
                         else final_only
                     )
-                    header = f"{task}\n\nTools:\n{describe_tools(tools)}\n\n{_PROTOCOL}\n"
+                    system = f"{self.system}\n\n" if self.system else ""
+                    header = f"{system}{task}\n\nTools:\n{describe_tools(tools)}\n\n{_PROTOCOL}\n"
                     if n > 1:
                         trace.append({"step": n, "tools_changed": [t.name for t in tools]})
             last = n == self.max_steps or not tools
@@ -110,11 +122,13 @@ class AgentNode(LLMNode):
             response = await ctx.generate(self.model, request)
             step = parse_step(response.value)
             if step.is_final:
-                trace.append({"step": n, "final": step.final, "forced": last and bool(tools)})
+                trace.append(
+                    {"step": n, "final": step.final, "forced": last and bool(tools), **attempt}
+                )
                 return step.final
             calls = list({c.key(): c for c in step.calls}.values())  # identical calls run once
             results = await self._run_calls(calls, by_name, trace, n)
-            trace.append({"step": n, "calls": results})
+            trace.append({"step": n, "calls": results, **attempt})
             transcript.append(f"\nStep {n}: {response.text.strip()}\n")
             for i, r in enumerate(results, 1):
                 shown = f"error: {r['error']}" if "error" in r else _show(r["result"])

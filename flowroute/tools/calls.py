@@ -152,6 +152,7 @@ def _param_summary(schema: dict[str, Any]) -> str:
 def describe_tools(tools: Sequence[ToolLike]) -> str:
     """One line per tool, for prompts: `- name(a: string, b?: integer): description`."""
     return "\n".join(
-        f"- {t.name}({_param_summary(t.json_schema or {})}): {t.description}".rstrip(": ")
+        f"- {t.name}({_param_summary(t.json_schema or {})}): "
+        f"{(t.description or '').strip().splitlines()[0] if t.description else ''}".rstrip(": ")
         for t in tools
     )

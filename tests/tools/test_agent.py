@@ -196,3 +196,23 @@ def test_yaml_agent_node(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None
     assert result.output == 42
     assert result.records["solve"].kind == "agent"
     assert result.records["solve"].trace[0]["calls"][0]["result"] == 42
+
+
+def test_system_text_leads_the_agent_prompt() -> None:
+    model = TestModel([final(1)])
+
+    @fr.agent(model=model, tools=[add], output=int, system="You are a careful calculator.")
+    def solve(question: str) -> str:
+        "Question: {{ question }}"
+
+    @fr.workflow
+    def wf(question: str) -> int:
+        return solve(question)
+
+    assert wf.run(question="?").output == 1
+    assert model.requests[0].as_prompt().startswith("You are a careful calculator.\n\nQuestion: ?")
+
+
+def test_unknown_tool_option_is_rejected() -> None:
+    with pytest.raises(fr.FlowrouteError, match="unknown option"):
+        fr.tool(tool_timout=1)
