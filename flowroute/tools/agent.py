@@ -167,4 +167,5 @@ class AgentNode(LLMNode):
     def label(self) -> str:
         from flowroute.models.registry import describe_ref
 
-        return f"agent: {self.name} ({describe_ref(self.model)}, {len(self.tools)} tools)"
+        names = ", ".join(t if isinstance(t, str) else t.name for t in self.tools)
+        return f"agent: {self.name} ({describe_ref(self.model)}; tools: {names})"
