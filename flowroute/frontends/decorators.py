@@ -240,6 +240,7 @@ _LLM_OPTIONS = {
     "max_steps",
     "max_calls_per_step",
     "on_tool_error",
+    "tool_choice",
 }
 
 
@@ -350,6 +351,7 @@ class AgentFunction(LLMFunction[P]):
             max_steps=self.node_options.get("max_steps", 6),
             max_calls_per_step=self.node_options.get("max_calls_per_step", 4),
             on_tool_error=self.node_options.get("on_tool_error", "feed_back"),
+            tool_choice=self.node_options.get("tool_choice"),
         )
 
 

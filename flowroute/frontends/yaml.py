@@ -88,6 +88,9 @@ class AgentSpec(LLMSpec):
     max_steps: int = Field(6, gt=0)
     max_calls_per_step: int = Field(4, gt=0)
     on_tool_error: Literal["feed_back", "fail"] = "feed_back"
+    tool_choice: str | dict[str, Any] | None = Field(
+        None, description="For models with native tool calling: 'auto' or a forced choice."
+    )
 
 
 class WhenSpec(_Strict):
@@ -176,6 +179,7 @@ class ModelDecl(_Strict):
     n_ctx: int | None = None
     n_threads: int | None = None
     repair_retries: int | None = None
+    native_tools: bool | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> ModelDecl:
@@ -564,6 +568,7 @@ class _Builder:
                     max_steps=ns.agent.max_steps,
                     max_calls_per_step=ns.agent.max_calls_per_step,
                     on_tool_error=ns.agent.on_tool_error,
+                    tool_choice=ns.agent.tool_choice,
                     **{**common, "when": () if item else when},
                 )
             else:

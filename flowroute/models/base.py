@@ -10,8 +10,9 @@ from flowroute.structured.constraint import OutputConstraint
 
 __all__ = ["Message", "Model", "ModelRequest", "ModelResponse", "Settings"]
 
-Message = dict[str, str]
-"""A chat message: `{"role": "system" | "user" | "assistant", "content": "..."}`."""
+Message = dict[str, Any]
+"""A chat message: `{"role": "system" | "user" | "assistant" | "tool", "content": "..."}`
+(assistant messages may carry `tool_calls`, tool messages a `tool_call_id`)."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,11 @@ class ModelRequest:
     messages: tuple[Message, ...] = ()
     constraint: OutputConstraint | None = None
     settings: Settings = field(default_factory=Settings)
+    tools: tuple[dict[str, Any], ...] = ()
+    """Tools offered for native tool calling (`{"name", "description", "parameters"}`), for
+    models with `native_tools`; the reply's calls come back in `ModelResponse.tool_calls`."""
+    tool_choice: Any = None
+    """`"auto"` (default), or a provider-specific forced choice."""
 
     def as_messages(self) -> list[Message]:
         if self.messages:
@@ -44,7 +50,7 @@ class ModelRequest:
         """A completion prompt; chat messages are flattened for base (non-chat) models."""
         if self.prompt is not None and not self.messages:
             return self.prompt
-        parts = [f"{m['role'].capitalize()}: {m['content']}" for m in self.messages]
+        parts = [f"{m['role'].capitalize()}: {m.get('content') or ''}" for m in self.messages]
         return "\n\n".join(parts) + "\n\nAssistant: "
 
 
@@ -67,6 +73,8 @@ class ModelResponse:
     finish_reason: Literal["stop", "length", "other"] = "stop"
     attempts: int = 1
     """Calls made, including repair retries."""
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    """Native tool calls: `{"id", "name", "arguments"}` (arguments decoded from JSON)."""
     raw: Any = None
 
 
@@ -78,6 +86,11 @@ class Model(ABC):
 
     name: str = "model"
     max_concurrency: int | None = None
+
+    @property
+    def native_tools(self) -> bool:
+        """Whether `generate` honours `ModelRequest.tools` (provider-native tool calling)."""
+        return False
 
     @abstractmethod
     async def generate(self, request: ModelRequest) -> ModelResponse:

@@ -374,6 +374,7 @@ class LiteLLMModel(Model):
         timeout: float = 120,
         extra: dict[str, Any] | None = None,
         structured: StructuredMode = "auto",
+        native_tools: bool | None = None,
     ) -> None:
         if structured not in _MODES:
             raise ModelError(
@@ -389,8 +390,22 @@ class LiteLLMModel(Model):
         self.timeout = timeout
         self.extra = dict(extra or {})
         self.structured: StructuredMode = structured
+        self._native_tools = native_tools
         self._rejected_json_schema = False
         self._json_schema_accepted = False
+
+    @property
+    def native_tools(self) -> bool:
+        """Native tool calling: as set, else what litellm knows of the provider (never for
+        `api_base` servers unless set, since their support depends on how they were started)."""
+        if self._native_tools is not None:
+            return self._native_tools
+        if self.api_base or importlib.util.find_spec("litellm") is None:
+            return False
+        try:
+            return bool(_import_litellm().supports_function_calling(model=self.name))
+        except Exception:
+            return False
 
     def __repr__(self) -> str:
         base = f", api_base={self.api_base!r}" if self.api_base else ""
@@ -483,6 +498,13 @@ class LiteLLMModel(Model):
         kwargs = self.call_kwargs(request)
         constraint = request.constraint
         start = time.perf_counter()
+        if request.tools:
+            kwargs["tools"] = [{"type": "function", "function": t} for t in request.tools]
+            kwargs["tool_choice"] = request.tool_choice or "auto"
+            raw = await self._call(litellm, kwargs, request.as_messages(), None)
+            response = self._response(litellm, [raw], start, value=None, free_text=True)
+            response.tool_calls = _tool_calls(raw)
+            return response
         if constraint is None:
             raw = await self._call(litellm, kwargs, request.as_messages(), None)
             return self._response(litellm, [raw], start, value=None, free_text=True)
@@ -585,6 +607,29 @@ class LiteLLMModel(Model):
             attempts=len(raws),
             raw=last,
         )
+
+
+def _tool_calls(raw: Any) -> list[dict[str, Any]]:
+    """`{"id", "name", "arguments"}` for each native tool call; undecodable arguments are
+    kept as `{"__invalid_json__": text}` so the agent can show the model its mistake."""
+    choices = _get(raw, "choices") or []
+    message = _get(choices[0], "message") if choices else None
+    out: list[dict[str, Any]] = []
+    for i, call in enumerate(_get(message, "tool_calls") or []):
+        function = _get(call, "function")
+        text = _get(function, "arguments") or "{}"
+        try:
+            arguments = json.loads(text) if isinstance(text, str) else dict(text)
+        except (json.JSONDecodeError, TypeError, ValueError):
+            arguments = {"__invalid_json__": text}
+        out.append(
+            {
+                "id": _get(call, "id") or f"call_{i}",
+                "name": _get(function, "name"),
+                "arguments": arguments if isinstance(arguments, dict) else {"value": arguments},
+            }
+        )
+    return out
 
 
 class _FormatRejected(Exception):

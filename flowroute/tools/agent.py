@@ -58,6 +58,8 @@ class AgentNode(LLMNode):
     max_steps: int = 6
     max_calls_per_step: int = 4
     on_tool_error: Literal["feed_back", "fail"] = "feed_back"
+    tool_choice: Any = None
+    """For models with native tool calling: `"auto"` (default) or a provider-specific choice."""
     settings: Settings = field(default_factory=lambda: Settings(max_tokens=256))
 
     def check(self, workflow: Workflow[Any]) -> list[Problem]:
@@ -88,6 +90,8 @@ class AgentNode(LLMNode):
 
     async def execute(self, args: dict[str, Any], ctx: NodeContext) -> Any:
         task = self.render(args)
+        if ctx.run.model(self.model).native_tools:
+            return await self._execute_native(task, ctx)
         final = self._final_schema()
         final_only = OutputConstraint.json_schema(step_schema([], final))
         dynamic = any(isinstance(t, str) for t in self.tools)
@@ -135,6 +139,66 @@ class AgentNode(LLMNode):
                 transcript.append(f"Result {n}.{i}: {r['name']} -> {shown}\n")
         raise NodeError(self.name, f"no final answer after {self.max_steps} steps")
 
+    async def _execute_native(self, task: str, ctx: NodeContext) -> Any:
+        """The loop with provider-native tool calling; the final answer is a structured call."""
+        messages: list[dict[str, Any]] = [{"role": "system", "content": self.system}] * bool(
+            self.system
+        ) + [{"role": "user", "content": task}]
+        trace = ctx.record.trace
+        attempt = {"attempt": ctx.record.attempts} if ctx.record.attempts > 1 else {}
+        schema = self.output_type.schema
+        final = None if schema in ({}, {"type": "string"}) else OutputConstraint.json_schema(schema)
+        for n in range(1, self.max_steps + 1):
+            tools = await ctx.resolve_tools(self.tools, refresh=n > 1)
+            if n < self.max_steps and tools:
+                specs = tuple(
+                    {"name": t.name, "description": t.description, "parameters": t.json_schema}
+                    for t in tools
+                )
+                request = ModelRequest(
+                    messages=tuple(messages),
+                    tools=specs,
+                    tool_choice=self.tool_choice,
+                    settings=self.settings,
+                )
+                response = await ctx.generate(self.model, request)
+                native = response.tool_calls[: self.max_calls_per_step]
+                if native:
+                    calls = [ToolCall(str(c["name"]), c["arguments"]) for c in native]
+                    results = await self._run_calls(calls, {t.name: t for t in tools}, trace, n)
+                    trace.append({"step": n, "calls": results, "native": True, **attempt})
+                    messages.append(
+                        {
+                            "role": "assistant",
+                            "content": response.text or "",
+                            "tool_calls": [
+                                {
+                                    "id": c["id"],
+                                    "type": "function",
+                                    "function": {
+                                        "name": c["name"],
+                                        "arguments": json.dumps(c["arguments"]),
+                                    },
+                                }
+                                for c in native
+                            ],
+                        }
+                    )
+                    for c, r in zip(native, results, strict=True):
+                        shown = f"error: {r['error']}" if "error" in r else _show(r["result"])
+                        messages.append({"role": "tool", "tool_call_id": c["id"], "content": shown})
+                    continue
+            request = ModelRequest(
+                messages=(*messages, {"role": "user", "content": "Now give the final answer."}),
+                constraint=final,
+                settings=self.settings,
+            )
+            response = await ctx.generate(self.model, request)
+            value = response.value if final is not None else response.text
+            trace.append({"step": n, "final": value, "native": True, **attempt})
+            return value
+        raise NodeError(self.name, f"no final answer after {self.max_steps} steps")
+
     async def _run_calls(
         self,
         calls: Sequence[ToolCall],
@@ -148,6 +212,9 @@ class AgentNode(LLMNode):
             start = time.perf_counter()
             entry: dict[str, Any] = {"name": call.name, "arguments": call.arguments}
             try:
+                if call.name not in by_name:  # only native tool calls can get here
+                    known = ", ".join(sorted(by_name)) or "none"
+                    raise ToolError(str(call.name), f"no such tool (tools: {known})")
                 entry["result"] = await by_name[call.name].call(call.arguments)
             except ToolError as exc:
                 entry["error"] = str(exc)

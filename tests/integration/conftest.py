@@ -60,6 +60,16 @@ def _tail(path: Path, n: int = 4000) -> str:
 @pytest.fixture(scope="session")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
     """Start llama-cpp-python's OpenAI-compatible server on the embedded Gemma 3 270M GGUF."""
+    yield from _serve(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def llama_tools_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
+    """The same server with native tool calling (`--chat_format chatml-function-calling`)."""
+    yield from _serve(tmp_path_factory, "--chat_format", "chatml-function-calling")
+
+
+def _serve(tmp_path_factory: pytest.TempPathFactory, *extra: str) -> Iterator[LlamaServer]:
     pytest.importorskip("llama_cpp")
     pytest.importorskip("uvicorn", reason="llama-cpp-python[server] is not installed")
     pytest.importorskip("fastapi", reason="llama-cpp-python[server] is not installed")
@@ -86,6 +96,7 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServ
                 str(port),
                 "--n_ctx",
                 "2048",
+                *extra,
             ],
             stdout=out,
             stderr=err,
