@@ -14,7 +14,7 @@ Each sampled question is asked twice, interleaved so machine noise hits both mod
 Setup (never downloads anything at run time):
 
     pip install --no-deps bfcl-eval     # its full dependency set pulls in torch, vllm clients...
-    python benchmarks/tool_calls.py --per-category 3 --seed 0
+    python benchmarks/tool_calls.py --per-category 8 --seed 0
 
 The accuracy check is BFCL's own `ast_checker`, imported from the installed package with a
 stub for the one module it needs that imports every provider SDK (see `_bfcl_checker`).
@@ -334,6 +334,8 @@ class Result:
     """BFCL AST check of the calls after merging identical ones, as `AgentNode` runs them."""
     strict: bool = False
     """BFCL AST check of the calls as proposed (a repeated call counts as an extra call)."""
+    no_call: bool = False
+    """No call could be decoded (BFCL's irrelevance rule: unparseable output counts as right)."""
     check_error: str = ""
     latency: float = 0.0
     compile_s: float = 0.0
@@ -368,7 +370,7 @@ async def answer(
                 await anyio.to_thread.run_sync(warm_up, constraint)
                 res.compile_s = time.perf_counter() - start
         except (FlowrouteError, jsonschema.SchemaError, ValueError) as exc:
-            res.error = f"compile: {exc}"
+            res.error = "compile: " + " ".join(str(exc).split())
             return _score(res, q, check)
     request = ModelRequest(prompt=build_prompt(q), constraint=constraint, settings=settings)
     start = time.perf_counter()
@@ -396,10 +398,11 @@ def _score(
     res: Result, q: Question, check: Callable[[Question, Sequence[ToolCall]], dict[str, Any]]
 ) -> Result:
     res.executable = executable(q, res.calls)
+    res.no_call = not res.calls
     if q.ground_truth is None:
-        # BFCL irrelevance: right when no call could be decoded (an explicit final, or no
-        # parseable calls at all)
-        res.correct = res.strict = not res.calls
+        # irrelevance: right only when the model abstains with a final answer. (BFCL's rule,
+        # "no decodable call", also counts unparseable output as right: see `no_call`.)
+        res.correct = res.strict = res.final
     elif res.calls:
         merged = list({c.key(): c for c in res.calls}.values())  # as AgentNode runs them
         verdict = check(q, merged)
@@ -437,7 +440,7 @@ def metrics(rs: list[Result]) -> dict[str, float | None]:
     """One category's numbers for one mode."""
     relevant = [r for r in rs if r.category != "irrelevance"]
     answered = [r for r in rs if r.latency > 0]  # a generation happened
-    tokens = sum(r.completion_tokens for r in answered)
+    done = [r for r in answered if not r.error]
     return {
         "parsed": _rate([r.parsed for r in rs]),
         "abstained": _rate([r.final for r in rs]),
@@ -446,8 +449,8 @@ def metrics(rs: list[Result]) -> dict[str, float | None]:
         "strict": _rate([r.strict for r in rs]),
         "p50": _quantile([r.latency for r in answered], 0.5),
         "p95": _quantile([r.latency for r in answered], 0.95),
-        "tokens": statistics.mean(r.completion_tokens for r in answered) if answered else None,
-        "s_per_token": sum(r.latency for r in answered) / tokens if tokens else None,
+        # outputs cut off at max_tokens raise without a token count: left out here
+        "tokens": statistics.mean(r.completion_tokens for r in done) if done else None,
     }
 
 
@@ -476,7 +479,8 @@ def report(results: list[Result], modes: Sequence[str], model_name: str) -> str:
     counts["overall"] = sum(counts.values())
     rows = [*cats, "overall"]
     lines = [
-        f"Model `{model_name}`; every cell is constraints {label}.",
+        f"Model `{model_name}`; every cell is constraints {label}. Irrelevance accuracy: the "
+        "model abstained (`final`).",
         "",
         "| category | n | parsed | abstained | executable | accuracy | accuracy, strict |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -491,10 +495,21 @@ def report(results: list[Result], modes: Sequence[str], model_name: str) -> str:
     lines += [
         "",
         "| category | p50 s/question | p95 s/question | completion tokens (mean) "
-        "| s per completion token (incl. prompt) | grammar compile s (median / max) |",
+        "| ON/OFF latency, paired median | grammar compile s, ON (median / max) |",
         "|---|---:|---:|---:|---:|---:|",
     ]
+    latency = {(r.id, r.mode): r.latency for r in results}
     for c in rows:
+        # each question ran ON then OFF back to back: their ratio is robust to machine noise
+        ratios = [
+            latency[r.id, "on"] / latency[r.id, "off"]
+            for r in results
+            if r.mode == "on"
+            and (c == "overall" or r.category == c)
+            and latency[r.id, "on"] > 0
+            and latency.get((r.id, "off"), 0) > 0
+        ]
+        ratio_cell = f"{statistics.median(ratios):.2f}" if ratios else "-"
         on = [
             r.compile_s
             for r in results
@@ -505,7 +520,7 @@ def report(results: list[Result], modes: Sequence[str], model_name: str) -> str:
             f"| {'**overall**' if c == 'overall' else c} "
             f"| {cell(c, 'p50', _num)} | {cell(c, 'p95', _num)} "
             f"| {cell(c, 'tokens', lambda x: _num(x, 0))} "
-            f"| {cell(c, 's_per_token', lambda x: _num(x, 3))} | {compile_cell} |"
+            f"| {ratio_cell} | {compile_cell} |"
         )
     lines.append("")
     totals = {m: sum(r.latency for r in results if r.mode == m) for m in modes}
@@ -514,6 +529,16 @@ def report(results: list[Result], modes: Sequence[str], model_name: str) -> str:
     if len(modes) == 2 and totals[modes[1]]:
         summary += f" (ratio {totals[modes[0]] / totals[modes[1]]:.2f})"
     lines.append(f"{summary}; grammar compile (ON only) {compile_total:.0f} s.")
+    irrelevant = {
+        m: [r.no_call for r in results if r.mode == m and r.category == "irrelevance"]
+        for m in modes
+    }
+    if irrelevant[modes[0]]:
+        lines.append(
+            "Irrelevance by BFCL's rule (any output without a decodable call counts as right): "
+            + ", ".join(f"{m.upper()} {sum(irrelevant[m])}/{len(irrelevant[m])}" for m in modes)
+            + "."
+        )
     errors = [r for r in results if r.error]
     if errors:
         lines += ["", f"Errors ({len(errors)}):"]
@@ -539,7 +564,12 @@ def make_model(args: argparse.Namespace) -> Model:
     if args.model == "local":
         from flowroute.models.llamacpp import LocalModel
 
-        return LocalModel(n_ctx=args.n_ctx)
+        # cache_dir="": compiled grammars stay in memory, so every run measures compiling them
+        return LocalModel(
+            n_ctx=args.n_ctx,
+            n_threads=args.threads,
+            cache_dir=None if args.grammar_cache else "",
+        )
     from flowroute.models.litellm_model import LiteLLMModel
 
     # no repair retries: one call per question, like the local model
@@ -565,11 +595,15 @@ async def run(args: argparse.Namespace) -> None:
     load_s = time.perf_counter() - start
     modes = [True] if args.no_unconstrained else [True, False]
     results: list[Result] = []
+    out = open(args.out, "w") if args.out else None  # noqa: SIM115 - written as results come
     started = time.perf_counter()
     for i, q in enumerate(questions, 1):
         for constrained in modes:  # interleaved: noise affects both modes alike
             r = await answer(model, q, constrained, settings, check, max_calls(args, q))
             results.append(r)
+            if out is not None:
+                out.write(json.dumps(r.record(), default=str) + "\n")
+                out.flush()
             mark = "ok " if r.correct else "-- "
             print(
                 f"[{i}/{len(questions)}] {mark}{r.mode:3} {q.id:24} "
@@ -579,10 +613,8 @@ async def run(args: argparse.Namespace) -> None:
                 flush=True,
             )
     wall = time.perf_counter() - started
-    if args.out:
-        with open(args.out, "w") as f:
-            for r in results:
-                f.write(json.dumps(r.record(), default=str) + "\n")
+    if out is not None:
+        out.close()
     print(
         f"\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
         f"Python {platform.python_version()}; {len(questions)} questions "
@@ -596,7 +628,7 @@ async def run(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--per-category", type=int, default=3, help="questions per category")
+    parser.add_argument("--per-category", type=int, default=8, help="questions per category")
     parser.add_argument("--seed", type=int, default=0, help="question sampling seed")
     parser.add_argument(
         "--no-unconstrained", action="store_true", help="skip the constraints-off baseline"
@@ -620,7 +652,15 @@ def main() -> None:
     )
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--n-ctx", type=int, default=2048, help="context size (local model)")
-    parser.add_argument("--out", default=None, help="write per-question results (JSON lines)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="llama.cpp threads (default: every core)"
+    )
+    parser.add_argument(
+        "--grammar-cache",
+        action="store_true",
+        help="use the on-disk grammar cache (default: off, so compile times are measured)",
+    )
+    parser.add_argument("--out", default=None, help="write each result as it comes (JSON lines)")
     args = parser.parse_args()
     anyio.run(run, args)
 

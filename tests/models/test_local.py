@@ -97,7 +97,7 @@ def test_missing_gguf_is_reported_before_running() -> None:
 
 _leaf = st.one_of(
     st.just({"type": "string", "maxLength": 12}),
-    st.just({"type": "integer", "minimum": 0, "maximum": 999}),
+    st.just({"type": "integer", "minimum": 0, "maximum": 99}),
     st.just({"type": "boolean"}),
     st.lists(
         st.sampled_from(["red", "green", "blue", "amber", "violet"]),
@@ -135,7 +135,10 @@ _schemas = st.recursive(
 
 
 @settings(
-    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=12,
+    deadline=None,
+    derandomize=True,  # the same schemas every run: CI time stays predictable
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(schema=_schemas)
 def test_generated_schemas_always_validate(model: LocalModel, schema: dict[str, Any]) -> None:
