@@ -579,6 +579,24 @@ def make_model(args: argparse.Namespace) -> Model:
     return LiteLLMModel(args.model, **options)
 
 
+def report_from(paths: Sequence[str]) -> None:
+    """Tables re-rendered (and re-scored) from `--out` files; a question in several counts once."""
+    check = _bfcl_checker()
+    questions = {q.id: q for cat in CATEGORIES for q in load_category(cat)}
+    seen: dict[tuple[str, str], Result] = {}
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            row = json.loads(line)
+            row["calls"] = [ToolCall(c["name"], c["arguments"]) for c in row["calls"]]
+            fields = set(Result.__dataclass_fields__)
+            r = Result(**{k: v for k, v in row.items() if k in fields})
+            seen.setdefault((r.id, r.mode), _score(r, questions[r.id], check))
+    results = list(seen.values())
+    modes = [m for m in ("on", "off") if any(r.mode == m for r in results)]
+    print(f"Re-scored from {', '.join(paths)}: {len(results) // len(modes)} questions.\n")
+    print(report(results, modes, "(from saved results)"))
+
+
 async def run(args: argparse.Namespace) -> None:
     rng = random.Random(args.seed)
     questions: list[Question] = []
@@ -661,8 +679,17 @@ def main() -> None:
         help="use the on-disk grammar cache (default: off, so compile times are measured)",
     )
     parser.add_argument("--out", default=None, help="write each result as it comes (JSON lines)")
+    parser.add_argument(
+        "--report-from",
+        nargs="+",
+        metavar="FILE",
+        help="print the tables from --out files instead of running the model",
+    )
     args = parser.parse_args()
-    anyio.run(run, args)
+    if args.report_from:
+        report_from(args.report_from)
+    else:
+        anyio.run(run, args)
 
 
 if __name__ == "__main__":
