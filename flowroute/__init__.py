@@ -16,6 +16,17 @@ print(triage.run(ticket="I was charged twice").output)
 """
 
 from flowroute import models
+from flowroute.cascade.cascade import Budget, Cascade, cascade
+from flowroute.cascade.verifiers import (
+    Confidence,
+    ExecutableCalls,
+    Judge,
+    Predicate,
+    SchemaCheck,
+    SelfConsistency,
+    Verdict,
+    Verifier,
+)
 from flowroute.engine.result import ModelCall, NodeRecord, RunResult
 from flowroute.engine.scheduler import InputError, RunInterrupted, RunOptions
 from flowroute.errors import (
@@ -48,22 +59,34 @@ from flowroute.tools.python import Tool
 
 __version__ = "0.1.0"
 
-_LAZY = {"MCPServer", "MCPPool", "MCPServerError"}
+_LAZY = {
+    "MCPServer": "flowroute.tools.mcp",
+    "MCPPool": "flowroute.tools.mcp",
+    "MCPServerError": "flowroute.tools.mcp",
+    "ToolIndex": "flowroute.retrieval.index",
+    "ToolDocument": "flowroute.retrieval.index",
+    "ToolHit": "flowroute.retrieval.index",
+}
 
 
 def __getattr__(name: str) -> object:
-    # MCP classes import the mcp SDK (the `mcp` extra): only when asked for
+    # these import optional extras (the mcp SDK, numpy): only when asked for
     if name in _LAZY:
-        from flowroute.tools import mcp
+        import importlib
 
-        return getattr(mcp, name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'flowroute' has no attribute {name!r}")
 
 
 __all__ = [
+    "Budget",
+    "Cascade",
+    "Confidence",
+    "ExecutableCalls",
     "FlowrouteError",
     "Handle",
     "InputError",
+    "Judge",
     "MCPPool",
     "MCPServer",
     "MCPServerError",
@@ -77,18 +100,27 @@ __all__ = [
     "NodeRecord",
     "OutputConstraint",
     "OutputValidationError",
+    "Predicate",
     "Problem",
     "RunFailedError",
     "RunInterrupted",
     "RunOptions",
     "RunResult",
+    "SchemaCheck",
+    "SelfConsistency",
     "Settings",
     "Tool",
+    "ToolDocument",
     "ToolError",
+    "ToolHit",
+    "ToolIndex",
+    "Verdict",
+    "Verifier",
     "Workflow",
     "WorkflowDefinitionError",
     "agent",
     "call_tool",
+    "cascade",
     "first_of",
     "llm",
     "load",

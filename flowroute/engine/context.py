@@ -26,8 +26,41 @@ class RunState:
 
     declared_models: Mapping[str, Any]
     mcp_pool: Any = None
+    index: Any = None
+    budget: Any = None
+    """A run-wide `Budget` for cascades (`RunOptions.budget`)."""
+    escalations: int = 0
+    cost: float = 0.0
+    """Known cost of every model call so far in the run (unknown prices count as 0)."""
+    started: float = field(default_factory=time.perf_counter)
     _models: dict[str, Model] = field(default_factory=dict)
     _limiters: dict[str, anyio.CapacityLimiter] = field(default_factory=dict)
+    _unwatch: Any = None
+
+    def tool_index(self) -> Any:
+        """The run's `ToolIndex` (the shared default unless one was given), following the
+        run's MCP servers' tool-list changes for as long as the run lasts."""
+        if self.index is None:
+            from flowroute.retrieval.index import shared_index
+
+            self.index = shared_index()
+        if self._unwatch is None and self.mcp_pool is not None:
+            self._unwatch = self.index.watch(self.mcp_pool)
+        return self.index
+
+    def budget_stop(self) -> str | None:
+        """Why the run's budget allows no more escalation, or None."""
+        if self.budget is None:
+            return None
+        why: str | None = self.budget.exceeded(
+            self.cost, time.perf_counter() - self.started, self.escalations
+        )
+        return f"run budget: {why}" if why else None
+
+    def close(self) -> None:
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
 
     def model(self, ref: Any) -> Model:
         from flowroute.models.registry import resolve_model
@@ -61,7 +94,14 @@ class NodeContext:
     run: RunState
 
     async def generate(self, model_ref: Any, request: ModelRequest) -> ModelResponse:
-        """Call a model under its concurrency limit and record the call."""
+        """Call a model under its concurrency limit and record the call.
+
+        A `Cascade` runs its models in turn (each call recorded) with its verifiers.
+        """
+        from flowroute.cascade.cascade import Cascade
+
+        if isinstance(model_ref, Cascade):
+            return await model_ref.generate(self, request)
         model = self.run.model(model_ref)
         self.record.model = model.name
         limiter = self.run.limiter(model)
@@ -81,6 +121,7 @@ class NodeContext:
                 ModelCall(model.name, latency=time.perf_counter() - start, ok=False, error=str(exc))
             )
             raise
+        self.run.cost += response.cost or 0.0
         self.record.calls.append(
             ModelCall(
                 model=response.model,

@@ -65,6 +65,14 @@ class NodeRecord:
     """Seconds spent waiting for a model's concurrency slot (included in `duration`)."""
     trace: list[Any] = field(default_factory=list)
     """Node-kind detail: an agent's steps and tool calls, a search tree, ..."""
+    retrievals: list[dict[str, Any]] = field(default_factory=list)
+    """Tool retrievals: the query, and the tools found with their scores and ranks."""
+    cascade: list[dict[str, Any]] = field(default_factory=list)
+    """Cascade attempts: the model, each verifier's verdict, cost, latency."""
+    escalations: int = 0
+    """How many times a cascade moved on to a larger model."""
+    answered_by: str | None = None
+    """The model whose answer a cascade accepted (or chose, when none passed)."""
 
     @property
     def duration(self) -> float | None:
@@ -109,6 +117,10 @@ class NodeRecord:
             "error_type": self.error_type,
             "skip_reason": self.skip_reason,
             "trace": jsonable(self.trace),
+            "retrievals": jsonable(self.retrievals),
+            "cascade": jsonable(self.cascade),
+            "escalations": self.escalations,
+            "answered_by": self.answered_by,
         }
 
 

@@ -53,6 +53,11 @@ class RunOptions:
     mcp_pool: Any = None
     """An open `MCPPool` to share MCP servers across runs; by default each run starts the
     workflow's servers on first use and stops them when it ends."""
+    budget: Any = None
+    """A `Budget` for the whole run: once spent, cascades stop escalating."""
+    tool_index: Any = None
+    """The `ToolIndex` that agents with `retrieve` search; by default a process-wide index
+    kept in the cache directory, so tools are embedded once across runs and processes."""
 
 
 class _Run:
@@ -65,7 +70,9 @@ class _Run:
             inputs=inputs,
             records={n: NodeRecord(name=n, kind=node.kind) for n, node in wf.nodes.items()},
         )
-        self.state = RunState(declared_models=wf.models)
+        self.state = RunState(
+            declared_models=wf.models, index=options.tool_index, budget=options.budget
+        )
         self.done = {n: anyio.Event() for n in wf.nodes}
         self.limiter = anyio.CapacityLimiter(max(1, options.max_concurrency))
 
@@ -169,6 +176,7 @@ class _Run:
                         for name in self.wf.nodes:
                             tg.start_soon(self.node_task, name)
                 finally:
+                    self.state.close()
                     if pool is not None:
                         result.server_logs = _server_logs(pool, self.wf.mcp_servers)
         finally:

@@ -197,7 +197,9 @@ class ToolFunction(_NodeFunction[P, R]):
 
     def __init__(self, fn: Callable[P, R], options: Mapping[str, Any]) -> None:
         super().__init__(fn, options)
-        self.tool = Tool.from_function(fn, timeout=options.get("tool_timeout"))
+        self.tool = Tool.from_function(
+            fn, timeout=options.get("tool_timeout"), examples=options.get("examples", ())
+        )
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         tracer = _active()
@@ -225,8 +227,18 @@ class ToolFunction(_NodeFunction[P, R]):
         )
 
 
-_TOOL_OPTIONS = {"name", "retries", "retry_backoff", "timeout", "tool_timeout", "description"}
+_TOOL_OPTIONS = {
+    "name",
+    "retries",
+    "retry_backoff",
+    "timeout",
+    "tool_timeout",
+    "description",
+    "examples",
+}
 _LLM_OPTIONS = {
+    "retrieve",
+    "search_tool",
     "model",
     "output",
     "system",
@@ -352,6 +364,8 @@ class AgentFunction(LLMFunction[P]):
             max_calls_per_step=self.node_options.get("max_calls_per_step", 4),
             on_tool_error=self.node_options.get("on_tool_error", "feed_back"),
             tool_choice=self.node_options.get("tool_choice"),
+            retrieve=self.node_options.get("retrieve"),
+            search_tool=self.node_options.get("search_tool", False),
         )
 
 
@@ -366,6 +380,7 @@ def tool(
     timeout: float | None = None,
     tool_timeout: float | None = None,
     description: str = "",
+    examples: Sequence[str] = (),
 ) -> Callable[[Callable[P, R]], ToolFunction[P, R]]: ...
 def tool(fn: Any = None, /, **options: Any) -> Any:
     """Make a typed function (sync or async) a tool; its JSON Schema comes from hints and docstring.
@@ -424,6 +439,8 @@ def agent(
     max_steps: int = 6,
     max_calls_per_step: int = 4,
     on_tool_error: Literal["feed_back", "fail"] = "feed_back",
+    retrieve: int | None = None,
+    search_tool: bool = False,
     settings: Mapping[str, Any] | None = None,
     **options: Any,
 ) -> Callable[[Callable[..., Any]], AgentFunction[...]]:
@@ -431,7 +448,9 @@ def agent(
 
     `tools` holds `@tool` functions, tool objects, or `"server.tool"` / `"server.*"` MCP
     references. Tool errors are shown to the model (`on_tool_error="feed_back"`) or fail the
-    node (`"fail"`).
+    node (`"fail"`). `retrieve=K` offers each step only the K tools that best match the task
+    and the last results (the `retrieval` extra); `search_tool=True` lets the model ask for
+    more through a `search_tools` tool.
 
     Example:
         ```python
@@ -447,6 +466,8 @@ def agent(
         "max_steps": max_steps,
         "max_calls_per_step": max_calls_per_step,
         "on_tool_error": on_tool_error,
+        "retrieve": retrieve,
+        "search_tool": search_tool,
         "settings": dict(settings or {}),
         **options,
     }

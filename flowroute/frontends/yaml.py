@@ -79,11 +79,27 @@ class LLMSpec(_Strict):
     logprobs: bool = False
 
 
+class ToolSelection(_Strict):
+    """Tools found by retrieval: each step offers the `retrieve` best matches."""
+
+    from_: list[str] | None = Field(
+        None,
+        alias="from",
+        description="Names from `tools` and MCP references to choose from; default: every "
+        "declared tool and every tool of every MCP server.",
+    )
+    retrieve: int = Field(gt=0, description="How many tools each step offers.")
+    search_tool: bool = Field(
+        False, description="Also offer `search_tools(query)`, which adds the tools it finds."
+    )
+
+
 class AgentSpec(LLMSpec):
     """An agent: an LLM that calls `tools` in a loop until it gives a final `output`."""
 
-    tools: list[str] = Field(
-        description="Names from `tools`, or MCP references 'server.tool' / 'server.*'."
+    tools: list[str] | ToolSelection = Field(
+        description="Names from `tools`, or MCP references 'server.tool' / 'server.*'; or "
+        "{retrieve: K, from: [...]} to offer each step only the K best-matching tools."
     )
     max_steps: int = Field(6, gt=0)
     max_calls_per_step: int = Field(4, gt=0)
@@ -541,7 +557,19 @@ class _Builder:
             )
             if ns.agent is not None:
                 agent_tools: list[Any] = []
-                for i, t in enumerate(ns.agent.tools):
+                selection = ns.agent.tools
+                tool_refs: list[str]
+                where: tuple[str, ...] = ("agent", "tools")
+                if isinstance(selection, ToolSelection):
+                    where = ("agent", "tools", "from")
+                    tool_refs = (
+                        selection.from_
+                        if selection.from_ is not None
+                        else [*self.spec.tools, *(f"{s}.*" for s in self.spec.mcp_servers)]
+                    )
+                else:
+                    tool_refs = selection
+                for i, t in enumerate(tool_refs):
                     if t in tools:
                         agent_tools.append(tools[t])
                     elif t.partition(".")[0] in self.spec.mcp_servers:
@@ -555,7 +583,7 @@ class _Builder:
                             if "." in t
                             else f"unknown tool '{t}' (tools: {known}; MCP tools are 'server.tool')"
                         )
-                        self.problem(why, *at, "agent", "tools", str(i), node=name, field="tools")
+                        self.problem(why, *at, *where, str(i), node=name, field="tools")
                 inner = AgentNode(
                     model=llm.model,
                     prompt=llm.prompt,
@@ -569,6 +597,8 @@ class _Builder:
                     max_calls_per_step=ns.agent.max_calls_per_step,
                     on_tool_error=ns.agent.on_tool_error,
                     tool_choice=ns.agent.tool_choice,
+                    retrieve=selection.retrieve if isinstance(selection, ToolSelection) else None,
+                    search_tool=isinstance(selection, ToolSelection) and selection.search_tool,
                     **{**common, "when": () if item else when},
                 )
             else:
@@ -751,10 +781,17 @@ def loads(text: str, source: str = "<string>", base_dir: str | Path | None = Non
     try:
         spec = WorkflowFile.model_validate(data)
     except ValidationError as exc:
-        for err in exc.errors():
+        members = ("str", "ModelDecl", "ToolSelection", "list[str]", "dict[str,any]")
+        found = exc.errors()
+        # a mapping given where a list or a mapping is allowed fails both ways; the "should be a
+        # valid list" half only adds noise when the mapping's own errors are there
+        deep = {tuple(str(x) for x in e["loc"][:-2]) for e in found if "ToolSelection" in e["loc"]}
+        for err in found:
             loc = [str(x) for x in err["loc"]]
+            if err["type"] == "list_type" and tuple(loc[:-1]) in deep:
+                continue
             # pydantic inserts union member names into locations; keep the ones present in the file
-            path = [p for p in loc if p not in ("str", "ModelDecl", "list[str]", "dict[str,any]")]
+            path = [p for p in loc if p not in members]
             node = path[1] if len(path) > 1 and path[0] == "nodes" else None
             shown = ".".join(path[2:] if node else path)
             problems.append(

@@ -54,6 +54,10 @@ def check_model_ref(ref: Any, declared: Mapping[str, Any] | None = None) -> list
     """Problems with a model reference, found without loading or calling the model."""
     if ref is None:
         return ["no model given"]
+    from flowroute.cascade.cascade import Cascade
+
+    if isinstance(ref, Cascade):
+        return ref.check(declared)
     try:
         model = resolve_model(ref, declared)
     except ModelError as exc:

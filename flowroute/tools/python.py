@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import re
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -55,6 +55,8 @@ class Tool:
     description: str = ""
     timeout: float | None = None
     param_docs: dict[str, str] = field(default_factory=dict)
+    examples: tuple[str, ...] = ()
+    """Requests this tool serves, for tool retrieval (`retrieve=` on agents)."""
 
     @classmethod
     def from_function(
@@ -64,6 +66,7 @@ class Tool:
         name: str | None = None,
         description: str | None = None,
         timeout: float | None = None,
+        examples: Sequence[str] = (),
     ) -> Tool:
         summary, params = parse_docstring(fn.__doc__)
         return cls(
@@ -72,6 +75,7 @@ class Tool:
             description=description or summary,
             timeout=timeout,
             param_docs=params,
+            examples=tuple(examples),
         )
 
     @cached_property
