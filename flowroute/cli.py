@@ -53,6 +53,32 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("file")
     graph = sub.add_parser("graph", help="print the workflow as a Mermaid diagram")
     graph.add_argument("file")
+    cal = sub.add_parser(
+        "calibrate",
+        help="pick a cascade's confidence threshold from labelled examples",
+        description="Run every model of NODE's cascade on labelled examples and pick the "
+        "confidence threshold that meets --target accuracy at the lowest cost per task.",
+    )
+    cal.add_argument("file")
+    cal.add_argument("--node", required=True, help="the node whose cascade to calibrate")
+    cal.add_argument(
+        "--data",
+        required=True,
+        metavar="FILE.jsonl",
+        help='lines of {"inputs":..., "expected":...}',
+    )
+    cal.add_argument("--target", type=float, required=True, help="accuracy to reach, e.g. 0.9")
+    cal.add_argument(
+        "--check", metavar="MODULE:FUNCTION", help="check(output, example) -> bool (default: ==)"
+    )
+    cal.add_argument(
+        "--price",
+        action="append",
+        default=[],
+        metavar="MODEL=USD_PER_MTOK",
+        help="price per million tokens for a model (replaces its reported cost); repeatable",
+    )
+    cal.add_argument("--write", action="store_true", help="write the threshold into FILE")
     schema = sub.add_parser("schema", help="print the JSON Schema of workflow files")
     schema.add_argument("--output", "-o", help="write to this file instead of stdout")
     return p
@@ -159,6 +185,60 @@ def _cmd_run(args: argparse.Namespace, out: Console) -> int:
     return 0 if result.ok else 1
 
 
+def _cmd_calibrate(args: argparse.Namespace, out: Console) -> int:
+    import importlib
+
+    import anyio
+    from rich.table import Table
+
+    from flowroute.cascade.calibrate import calibrate, load_examples, write_threshold
+
+    wf = _load(args.file)
+    examples = load_examples(args.data)
+    check = None
+    if args.check:
+        module, _, attr = args.check.partition(":")
+        try:
+            check = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise _Usage(f"--check {args.check}: {exc}") from exc
+    prices: dict[str, float] = {}
+    for item in args.price:
+        name, sep, value = item.partition("=")
+        try:
+            prices[name] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise _Usage(f"--price {item!r}: expected MODEL=USD_PER_MTOK")
+    result = anyio.run(
+        lambda: calibrate(wf, args.node, examples, target=args.target, check=check, prices=prices)
+    )
+    table = Table(title=f"{args.node}: {len(examples)} examples, target accuracy {args.target}")
+    for col in ("threshold", "accuracy", "cost/task", "fallback rate"):
+        table.add_column(col, justify="right")
+    for c in result.candidates:
+        mark = " *" if c.threshold == result.threshold else ""
+        table.add_row(
+            f"{c.threshold:.4g}{mark}",
+            f"{c.accuracy:.1%}",
+            f"${c.cost_per_task:.6f}",
+            f"{c.fallback_rate:.1%}",
+        )
+    out.print(table)
+    for model, rows in result.outcomes.items():
+        acc = sum(o.correct for o in rows) / len(rows)
+        out.print(f"{model} alone: accuracy {acc:.1%}", highlight=False)
+    if result.threshold is None:
+        out.print(f"[red]no threshold reaches accuracy {args.target}[/]")
+        return 1
+    out.print(f"chosen min_mean: {result.threshold:.4g}", highlight=False)
+    if args.write:
+        write_threshold(args.file, args.node, result.threshold)
+        out.print(f"written to {args.file}", highlight=False)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     out = Console()
@@ -175,6 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "run":
             return _cmd_run(args, out)
+        if args.command == "calibrate":
+            return _cmd_calibrate(args, out)
         wf = _load(args.file)
         if args.command == "validate":
             for p in wf.validate():

@@ -169,6 +169,47 @@ class RunResult(Generic[Out]):
     def total_tokens(self) -> int:
         return sum(r.prompt_tokens + r.completion_tokens for r in self.records.values())
 
+    def metrics(self) -> dict[str, Any]:
+        """Usage by model, and cascade outcomes.
+
+        `models`: per model, calls (failed ones too), tokens, cost (None if any price is
+        unknown) and summed latency. `escalations`: cascade moves to a larger model in the run;
+        `answered_by`: per cascading node, the model whose answer was used; `fallback_nodes`:
+        nodes answered by a model other than their cascade's first.
+        """
+        models: dict[str, dict[str, Any]] = {}
+        for record in self.records.values():
+            for call in record.calls:
+                m = models.setdefault(
+                    call.model,
+                    {
+                        "calls": 0,
+                        "prompt_tokens": 0,
+                        "completion_tokens": 0,
+                        "cost": 0.0,
+                        "latency": 0.0,
+                    },
+                )
+                m["calls"] += 1
+                m["prompt_tokens"] += call.prompt_tokens
+                m["completion_tokens"] += call.completion_tokens
+                m["latency"] += call.latency
+                m["cost"] = (
+                    None if m["cost"] is None or call.cost is None else m["cost"] + call.cost
+                )
+        answered = {n: r.answered_by for n, r in self.records.items() if r.answered_by}
+        fallback = [
+            n
+            for n, r in self.records.items()
+            if r.cascade and r.answered_by and r.cascade[0].get("model") != r.answered_by
+        ]
+        return {
+            "models": models,
+            "escalations": sum(r.escalations for r in self.records.values()),
+            "answered_by": answered,
+            "fallback_nodes": fallback,
+        }
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form, as printed by `flowroute run --json`."""
         return {
@@ -179,6 +220,7 @@ class RunResult(Generic[Out]):
             "duration": self.duration,
             "total_tokens": self.total_tokens,
             "cost": self.cost,
+            "metrics": self.metrics(),
             "nodes": {name: r.to_dict() for name, r in self.records.items()},
             "server_logs": self.server_logs,
         }

@@ -519,6 +519,55 @@ def call_tool(ref: str, /, *, name: str | None = None, **arguments: Any) -> Any:
     )
 
 
+def route(
+    text: Any,
+    /,
+    routes: Mapping[str, Any],
+    *,
+    name: str = "route",
+    reject: str = "reject",
+    threshold: float | None = None,
+    reject_examples: Sequence[str] = (),
+    method: Literal["knn", "centroid"] = "knn",
+    fallback: Any = None,
+    margin: float = 0.03,
+) -> Any:
+    """Add a router node: the name of the route `text` belongs to, or `reject`.
+
+    `routes` maps each name to example utterances (or `{"examples": [...], "description":
+    ...}`). Branch on the result with `flowroute.when(result, "name")`; only the chosen
+    branch runs. Embeddings come from the `retrieval` extra's packaged model.
+
+    Example:
+        ```python
+        r = flowroute.route(ticket, {"billing": ["I was charged twice"],
+                                     "tech": ["the app crashes"]})
+        with flowroute.when(r, "billing"):
+            refund(ticket)
+        ```
+    """
+    from flowroute.routing.router import RouterNode, routes_from
+
+    tracer = _active()
+    if tracer is None:
+        raise FlowrouteError("flowroute.route is only valid inside a @workflow function")
+    return tracer.add(
+        RouterNode(
+            name=tracer.unique(name),
+            inputs={"text": _binding(text)},
+            routes=routes_from(routes),
+            reject=reject,
+            threshold=threshold,
+            reject_examples=tuple(reject_examples),
+            method=method,
+            fallback=fallback,
+            margin=margin,
+            when=tuple(tracer.conditions),
+            location=_call_site(),
+        )
+    )
+
+
 def first_of(*handles: Handle, name: str = "first_of") -> Any:
     """Fan-in after a branch: the value of the first of `handles` whose node ran."""
     tracer = _active()

@@ -61,12 +61,61 @@ TypeDecl = Annotated[
 ]
 
 
+class ConfidenceSpec(_Strict):
+    """Mean (and optionally lowest) token probability of the answer."""
+
+    min_mean: float = Field(0.7, ge=0, le=1)
+    min_token: float | None = Field(None, ge=0, le=1)
+
+
+class SelfConsistencySpec(_Strict):
+    """`k` samples must agree (at least `min_agreement` of them)."""
+
+    k: int = Field(3, ge=2)
+    temperature: float = Field(0.7, gt=0)
+    min_agreement: float = Field(1.0, gt=0, le=1)
+
+
+class JudgeSpec(_Strict):
+    """Ask a model a yes/no question about the answer."""
+
+    model: str
+    question: str = "Is the answer correct and complete for the request?"
+
+
+class VerifierSpec(_Strict):
+    """One verifier: exactly one key."""
+
+    confidence: ConfidenceSpec | None = None
+    self_consistency: SelfConsistencySpec | None = None
+    judge: JudgeSpec | None = None
+    predicate: str | None = Field(None, description="'module:function' returning a bool.")
+    schema_: dict[str, Any] | None = Field(
+        None, alias="schema", description="A JSON Schema the answer must also satisfy."
+    )
+    executable_calls: dict[str, Any] | None = Field(
+        None, description="{}: every proposed tool call must be valid for its tool."
+    )
+
+
+class CascadeSpec(_Strict):
+    """Models tried cheapest first; an answer is used when it passes every verifier."""
+
+    cascade: list[str] = Field(min_length=1, description="Model references, cheapest first.")
+    verifiers: list[VerifierSpec] = Field(default_factory=list)
+    on_exhausted: Literal["best", "error"] = "best"
+    max_cost: float | None = Field(None, ge=0, description="USD spent by the node.")
+    max_latency: float | None = Field(None, gt=0, description="Seconds spent by the node.")
+    max_escalations: int | None = Field(None, ge=0)
+
+
 class LLMSpec(_Strict):
     """An LLM call: a Jinja2 prompt over `inputs.*` and other nodes' outputs."""
 
-    model: str = Field(
+    model: str | CascadeSpec = Field(
         "local",
-        description="A name from `models`, `local`, `local:/path.gguf` or a litellm string.",
+        description="A name from `models`, `local`, `local:/path.gguf` or a litellm string; "
+        "or {cascade: [small, large], verifiers: [...]}.",
     )
     prompt: str = Field(description="Jinja2 template, e.g. 'Ticket: {{ inputs.ticket }}'.")
     system: str | None = None
@@ -131,11 +180,35 @@ class MapSpec(_Strict):
     concurrency: int = Field(4, gt=0)
 
 
+class RouteSpec(_Strict):
+    examples: list[str] = Field(min_length=1)
+    description: str = ""
+
+
+class RouterSpec(_Strict):
+    """Route `input` to one of `routes` by name, or to `reject` when it belongs to none."""
+
+    input: str = Field(description="A reference to the text to route, e.g. inputs.message.")
+    routes: dict[str, list[str] | RouteSpec] = Field(
+        description="name -> example utterances (or {examples, description})."
+    )
+    reject: str = "reject"
+    reject_examples: list[str] = Field(
+        default_factory=list, description="Off-domain examples, to calibrate the threshold."
+    )
+    threshold: float | None = Field(None, description="Default: calibrated from the examples.")
+    method: Literal["knn", "centroid"] = "knn"
+    k: int = Field(3, ge=1)
+    fallback: str | None = Field(None, description="A model for low-margin inputs.")
+    margin: float = Field(0.03, ge=0)
+
+
 class NodeSpec(_Strict):
-    """One node: exactly one of `llm`, `agent`, `tool` or `first_of`, plus options."""
+    """One node: exactly one of `llm`, `agent`, `tool`, `router` or `first_of`, plus options."""
 
     llm: LLMSpec | None = None
     agent: AgentSpec | None = None
+    router: RouterSpec | None = None
     tool: str | None = Field(None, description="A name from `tools`.")
     args: dict[str, Any] = Field(
         default_factory=dict, description="Tool arguments: literals or '{{ ref }}'."
@@ -153,10 +226,15 @@ class NodeSpec(_Strict):
 
     @model_validator(mode="after")
     def _one_kind(self) -> NodeSpec:
-        kinds = [k for k in ("llm", "agent", "tool", "first_of") if getattr(self, k) is not None]
+        kinds = [
+            k
+            for k in ("llm", "agent", "tool", "router", "first_of")
+            if getattr(self, k) is not None
+        ]
         if len(kinds) != 1:
             raise ValueError(
-                f"a node needs exactly one of llm, agent, tool, first_of (got {kinds or 'none'})"
+                "a node needs exactly one of llm, agent, tool, router, first_of "
+                f"(got {kinds or 'none'})"
             )
         return self
 
@@ -230,6 +308,11 @@ def file_schema() -> dict[str, Any]:
 # -- YAML with line numbers ------------------------------------------------------------------
 
 
+def _scalar(node: yaml.Node) -> Any:
+    # an empty value (`key:` with nothing after it) is null; re-parsing its serialisation fails
+    return yaml.SafeLoader("").construct_object(node, deep=True)
+
+
 class _Lines:
     def __init__(self) -> None:
         self.lines: dict[tuple[str, ...], int] = {}
@@ -240,7 +323,7 @@ class _Lines:
         if isinstance(node, yaml.MappingNode):
             out: dict[str, Any] = {}
             for k, v in node.value:
-                key = str(yaml.safe_load(yaml.serialize(k)))  # scalar keys as plain strings
+                key = str(_scalar(k))  # scalar keys as plain strings
                 if key in out:
                     self.duplicates.append(((*path, key), k.start_mark.line + 1))
                 self.lines[(*path, key)] = k.start_mark.line + 1
@@ -248,7 +331,7 @@ class _Lines:
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self.walk(v, (*path, str(i))) for i, v in enumerate(node.value)]
-        return yaml.safe_load(yaml.serialize(node))
+        return _scalar(node)
 
     def line(self, *path: str) -> int | None:
         p = tuple(path)
@@ -437,14 +520,17 @@ class _Builder:
             )
             return None
 
-    def tool(self, name: str, target: str) -> Tool | None:
+    def load_target(
+        self, label: str, target: str, *path: str, node: str | None = None, field: str
+    ) -> Any | None:
+        """The object `module:attribute` names, or None (with a problem) if it cannot be had."""
         module, _, attr = target.partition(":")
         if not module or not attr:
             self.problem(
-                f"tool '{name}': expected 'module:function', got {target!r}",
-                "tools",
-                name,
-                field=f"tools.{name}",
+                f"{label}: expected 'module:function', got {target!r}",
+                *path,
+                node=node,
+                field=field,
             )
             return None
         try:
@@ -454,11 +540,68 @@ class _Builder:
                 obj = getattr(obj, part)
         except Exception as exc:
             self.problem(
-                f"tool '{name}': cannot import {target!r}: {type(exc).__name__}: {exc}",
-                "tools",
-                name,
-                field=f"tools.{name}",
+                f"{label}: cannot import {target!r}: {type(exc).__name__}: {exc}",
+                *path,
+                node=node,
+                field=field,
             )
+            return None
+        return obj
+
+    def node_model(self, spec: str | CascadeSpec, *at: str, node: str) -> Any:
+        """A model reference, or a `Cascade` built from a cascade mapping."""
+        if isinstance(spec, str):
+            return spec
+        from flowroute.cascade import verifiers as v
+        from flowroute.cascade.cascade import cascade
+
+        built: list[Any] = []
+        for i, vs in enumerate(spec.verifiers):
+            where = (*at, "model", "verifiers", str(i))
+            given = [k for k in VerifierSpec.model_fields if getattr(vs, k) is not None]
+            if len(given) != 1:
+                self.problem(
+                    "a verifier has exactly one of confidence, self_consistency, judge, "
+                    "predicate, schema, executable_calls",
+                    *where,
+                    node=node,
+                    field=f"model.verifiers.{i}",
+                )
+                continue
+            if vs.confidence is not None:
+                built.append(v.Confidence(vs.confidence.min_mean, vs.confidence.min_token))
+            elif vs.self_consistency is not None:
+                sc = vs.self_consistency
+                built.append(v.SelfConsistency(sc.k, sc.temperature, sc.min_agreement))
+            elif vs.judge is not None:
+                built.append(v.Judge(vs.judge.model, vs.judge.question))
+            elif vs.schema_ is not None:
+                built.append(v.SchemaCheck(vs.schema_))
+            elif vs.executable_calls is not None:
+                built.append(v.ExecutableCalls())
+            elif vs.predicate is not None:
+                fn = self.load_target(
+                    "predicate",
+                    vs.predicate,
+                    *where,
+                    "predicate",
+                    node=node,
+                    field=f"model.verifiers.{i}.predicate",
+                )
+                if fn is not None:
+                    built.append(v.Predicate(fn, name=vs.predicate.partition(":")[2]))
+        return cascade(
+            *spec.cascade,
+            verifiers=built,
+            on_exhausted=spec.on_exhausted,
+            max_cost=spec.max_cost,
+            max_latency=spec.max_latency,
+            max_escalations=spec.max_escalations,
+        )
+
+    def tool(self, name: str, target: str) -> Tool | None:
+        obj = self.load_target(f"tool '{name}'", target, "tools", name, field=f"tools.{name}")
+        if obj is None:
             return None
         found = getattr(obj, "tool", None)
         if isinstance(found, Tool):
@@ -585,7 +728,7 @@ class _Builder:
                         )
                         self.problem(why, *at, *where, str(i), node=name, field="tools")
                 inner = AgentNode(
-                    model=llm.model,
+                    model=self.node_model(llm.model, *at, kind, node=name),
                     prompt=llm.prompt,
                     system=llm.system,
                     settings=settings,
@@ -603,7 +746,7 @@ class _Builder:
                 )
             else:
                 inner = LLMNode(
-                    model=llm.model,
+                    model=self.node_model(llm.model, *at, kind, node=name),
                     prompt=llm.prompt,
                     system=llm.system,
                     constraint=constraint,
@@ -704,6 +847,31 @@ class _Builder:
                     field="args",
                 )
                 return None
+        elif ns.router is not None:
+            from flowroute.routing.router import Route, RouterNode
+
+            rs = ns.router
+            text = self.ref(rs.input, *at, "router", "input", bare=True, node=name)
+            field_lines["text"] = self.lines.line(*at, "router", "input") or 0
+            inner = RouterNode(
+                inputs={"text": text},
+                routes={
+                    n: Route(tuple(r), "")
+                    if isinstance(r, list)
+                    else Route(tuple(r.examples), r.description)
+                    for n, r in rs.routes.items()
+                },
+                reject=rs.reject,
+                reject_examples=tuple(rs.reject_examples),
+                threshold=rs.threshold,
+                method=rs.method,
+                k=rs.k,
+                fallback=rs.fallback,
+                margin=rs.margin,
+                when=when,
+                field_lines=field_lines,
+                **common,
+            )
         else:
             refs = [
                 self.ref(r, *at, "first_of", str(i), bare=True, node=name)
@@ -781,14 +949,29 @@ def loads(text: str, source: str = "<string>", base_dir: str | Path | None = Non
     try:
         spec = WorkflowFile.model_validate(data)
     except ValidationError as exc:
-        members = ("str", "ModelDecl", "ToolSelection", "list[str]", "dict[str,any]")
+        members = (
+            "str",
+            "ModelDecl",
+            "ToolSelection",
+            "CascadeSpec",
+            "list[str]",
+            "dict[str,any]",
+        )
         found = exc.errors()
         # a mapping given where a list or a mapping is allowed fails both ways; the "should be a
         # valid list" half only adds noise when the mapping's own errors are there
-        deep = {tuple(str(x) for x in e["loc"][:-2]) for e in found if "ToolSelection" in e["loc"]}
+        mappings = ("ToolSelection", "CascadeSpec")
+        deep = {
+            tuple(
+                str(x)
+                for x in e["loc"][: min(e["loc"].index(m) for m in mappings if m in e["loc"])]
+            )
+            for e in found
+            if any(m in e["loc"] for m in mappings)
+        }
         for err in found:
             loc = [str(x) for x in err["loc"]]
-            if err["type"] == "list_type" and tuple(loc[:-1]) in deep:
+            if err["type"] in ("list_type", "string_type") and tuple(loc[:-1]) in deep:
                 continue
             # pydantic inserts union member names into locations; keep the ones present in the file
             path = [p for p in loc if p not in members]

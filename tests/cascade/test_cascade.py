@@ -71,8 +71,10 @@ def test_escalates_exactly_when_a_verifier_fails() -> None:
 def test_a_model_error_counts_as_a_failed_attempt() -> None:
     broken = TestModel(["not json"], name="broken")
     good = scripted("good", '{"n": 3}', 0.01)
-    wf = classify_wf(fr.cascade(broken, good), output={"type": "object",
-                     "properties": {"n": {"type": "integer"}}, "required": ["n"]})
+    wf = classify_wf(
+        fr.cascade(broken, good),
+        output={"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]},
+    )
     result = wf.run(ticket="x")
     assert result.output == {"n": 3}
     first = result.records["classify"].cascade[0]
@@ -214,3 +216,48 @@ def test_cascade_problems_are_reported_before_running() -> None:
     assert any("in nonsense-model: " in m and "unknown model" in m for m in problems)
     with pytest.raises(fr.WorkflowDefinitionError, match="at least one model"):
         classify_wf(fr.cascade()).validate()
+
+
+def test_run_metrics_by_model_and_fallbacks() -> None:
+    small = scripted("small", "question", 0.001)
+    large = scripted("large", "refund", 0.1)
+    c = fr.cascade(small, large, verifiers=[fr.Predicate(lambda v: v == "refund")])
+    result = classify_wf(c).run(ticket="x")
+    metrics = result.metrics()
+    assert metrics["escalations"] == 1
+    assert metrics["answered_by"] == {"classify": "large"}
+    assert metrics["fallback_nodes"] == ["classify"]
+    assert metrics["models"]["small"]["calls"] == 1
+    assert metrics["models"]["large"]["cost"] == pytest.approx(0.1)
+    assert result.to_dict()["metrics"]["escalations"] == 1
+
+
+@pytest.mark.integration
+def test_confidence_from_the_local_models_real_logprobs() -> None:
+    def summarise(model: Any) -> fr.Workflow[Any]:
+        @fr.llm(model=model, output=str, settings={"max_tokens": 8})
+        def summary(ticket: str) -> str:
+            "Ticket: {{ ticket }}\nOne-line summary:"
+
+        @fr.workflow
+        def wf(ticket: str) -> Any:
+            return summary(ticket)
+
+        return wf  # type: ignore[no-any-return]
+
+    large = scripted("large", "Customer wants a refund.", 0.1, logprob=math.log(0.99))
+    ticket = "I was charged twice for my March invoice, please refund the extra payment."
+    result = summarise(fr.cascade("local", large, verifiers=[fr.Confidence(min_mean=0.0)])).run(
+        ticket=ticket
+    )
+    record = result.records["summary"]
+    assert record.answered_by == "local" and record.escalations == 0
+    confidence = record.cascade[0]["verdicts"][1]["score"]
+    assert 0.0 < confidence < 1.0  # free text over the whole vocabulary: never certain
+
+    strict = fr.Confidence(min_mean=min(1.0, confidence + 0.01))
+    result = summarise(fr.cascade("local", large, verifiers=[strict])).run(ticket=ticket)
+    record = result.records["summary"]
+    assert record.answered_by == "large" and record.escalations == 1
+    assert result.output == "Customer wants a refund."
+    assert record.cascade[0]["verdicts"][1]["reason"].startswith("mean token probability")
