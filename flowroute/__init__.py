@@ -47,6 +47,7 @@ from flowroute.frontends.decorators import (
     first_of,
     llm,
     map,
+    plan_search,
     route,
     tool,
     when,
@@ -67,6 +68,7 @@ _LAZY = {
     "ToolIndex": "flowroute.retrieval.index",
     "ToolDocument": "flowroute.retrieval.index",
     "ToolHit": "flowroute.retrieval.index",
+    "PlanMemory": "flowroute.planning.search",
 }
 
 
@@ -101,6 +103,7 @@ __all__ = [
     "NodeRecord",
     "OutputConstraint",
     "OutputValidationError",
+    "PlanMemory",
     "Predicate",
     "Problem",
     "RunFailedError",
@@ -128,6 +131,7 @@ __all__ = [
     "loads",
     "map",
     "models",
+    "plan_search",
     "route",
     "tool",
     "when",

@@ -198,7 +198,10 @@ class ToolFunction(_NodeFunction[P, R]):
     def __init__(self, fn: Callable[P, R], options: Mapping[str, Any]) -> None:
         super().__init__(fn, options)
         self.tool = Tool.from_function(
-            fn, timeout=options.get("tool_timeout"), examples=options.get("examples", ())
+            fn,
+            timeout=options.get("tool_timeout"),
+            examples=options.get("examples", ()),
+            pure=options.get("pure", False),
         )
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
@@ -235,8 +238,10 @@ _TOOL_OPTIONS = {
     "tool_timeout",
     "description",
     "examples",
+    "pure",
 }
 _LLM_OPTIONS = {
+    "search",
     "retrieve",
     "search_tool",
     "model",
@@ -369,6 +374,61 @@ class AgentFunction(LLMFunction[P]):
         )
 
 
+class PlanSearchFunction(LLMFunction[P]):
+    """A `@plan_search` function: an LLM node that searches for a plan of tool calls."""
+
+    def _make_node(
+        self,
+        name: str,
+        inputs: dict[str, Binding],
+        when: tuple[Condition, ...],
+        location: Location | None,
+    ) -> Node:
+        from flowroute.planning.search import PlanSearchNode
+
+        opts = self.node_options
+        tools = tuple(t.tool if isinstance(t, ToolFunction) else t for t in opts.get("tools", ()))
+        search = {k: v for k, v in opts.get("search", {}).items()}
+        return PlanSearchNode(
+            **self._llm_fields(name, inputs, when, location, Settings(max_tokens=256)),
+            tools=tools,
+            **search,
+        )
+
+
+def plan_search(
+    *,
+    tools: Sequence[Any],
+    model: Any = "local",
+    output: Any = str,
+    settings: Mapping[str, Any] | None = None,
+    **search: Any,
+) -> Callable[[Callable[..., Any]], PlanSearchFunction[...]]:
+    """Make a function a plan-search node: A* over sequences of calls to `tools`.
+
+    Search options (`k`, `heuristic`, `max_expansions`, `max_tool_runs`, `max_time`,
+    `max_depth`, `pure`, `simulate`, `memory`, `step_cost`, `error_penalty`, ...) are those of
+    `PlanSearchNode`; node options (`name`, `retries`, `timeout`) work as for any node.
+
+    Example:
+        ```python
+        @flowroute.plan_search(tools=[lookup, book], heuristic="zero", max_expansions=30)
+        def trip(goal: str) -> str:
+            "{{ goal }}"
+        ```
+    """
+    node_keys = {"name", "retries", "retry_backoff", "timeout", "description", "system"}
+    opts: dict[str, Any] = {
+        "model": model,
+        "output": output,
+        "tools": tuple(tools),
+        "settings": dict(settings or {}),
+        **{k: v for k, v in search.items() if k in node_keys},
+        "search": {k: v for k, v in search.items() if k not in node_keys},
+    }
+    return lambda fn: PlanSearchFunction(fn, opts)
+
+
 @overload
 def tool(fn: Callable[P, R], /) -> ToolFunction[P, R]: ...
 @overload
@@ -381,6 +441,7 @@ def tool(
     tool_timeout: float | None = None,
     description: str = "",
     examples: Sequence[str] = (),
+    pure: bool = False,
 ) -> Callable[[Callable[P, R]], ToolFunction[P, R]]: ...
 def tool(fn: Any = None, /, **options: Any) -> Any:
     """Make a typed function (sync or async) a tool; its JSON Schema comes from hints and docstring.

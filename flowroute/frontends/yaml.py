@@ -7,6 +7,7 @@ JSON Schema editors use from them (`docs/workflow.schema.json`).
 from __future__ import annotations
 
 import importlib
+import math
 import re
 import sys
 from collections.abc import Iterator
@@ -158,6 +159,28 @@ class AgentSpec(LLMSpec):
     )
 
 
+class PlanSearchSpec(LLMSpec):
+    """A* search for a sequence of tool calls whose results answer the goal (the prompt)."""
+
+    tools: list[str] = Field(
+        description="Names from `tools`, or MCP references 'server.tool' / 'server.*'."
+    )
+    k: int = Field(3, ge=1, description="Candidate next steps sampled per expansion.")
+    heuristic: Literal["zero", "llm", "memory"] = "zero"
+    memory: str | None = Field(None, description="A JSON file of remembered plans.")
+    pure: list[str] = Field(
+        default_factory=list, description="Tools free of side effects (run during search)."
+    )
+    max_expansions: int = Field(20, ge=1)
+    max_tool_runs: int = Field(50, ge=0)
+    max_time: float | None = Field(None, gt=0)
+    max_depth: int = Field(6, ge=1)
+    step_cost: float = Field(1.0, ge=0)
+    error_penalty: float | None = Field(
+        None, ge=0, description="Cost added for a failed tool call (default: prune the branch)."
+    )
+
+
 class WhenSpec(_Strict):
     """Run the node only when `ref` equals `equals` (or is one of `in`)."""
 
@@ -208,6 +231,7 @@ class NodeSpec(_Strict):
 
     llm: LLMSpec | None = None
     agent: AgentSpec | None = None
+    plan_search: PlanSearchSpec | None = None
     router: RouterSpec | None = None
     tool: str | None = Field(None, description="A name from `tools`.")
     args: dict[str, Any] = Field(
@@ -228,12 +252,12 @@ class NodeSpec(_Strict):
     def _one_kind(self) -> NodeSpec:
         kinds = [
             k
-            for k in ("llm", "agent", "tool", "router", "first_of")
+            for k in ("llm", "agent", "plan_search", "tool", "router", "first_of")
             if getattr(self, k) is not None
         ]
         if len(kinds) != 1:
             raise ValueError(
-                "a node needs exactly one of llm, agent, tool, router, first_of "
+                "a node needs exactly one of llm, agent, plan_search, tool, router, first_of "
                 f"(got {kinds or 'none'})"
             )
         return self
@@ -599,6 +623,27 @@ class _Builder:
             max_escalations=spec.max_escalations,
         )
 
+    def tool_refs(
+        self, refs: list[str], tools: dict[str, Tool], where: tuple[str, ...], *, node: str
+    ) -> list[Any]:
+        """Tools named by `refs`: declared tools, or MCP references kept as strings."""
+        out: list[Any] = []
+        for i, t in enumerate(refs):
+            if t in tools:
+                out.append(tools[t])
+            elif t.partition(".")[0] in self.spec.mcp_servers:
+                out.append(t)  # an MCP reference, resolved when the node runs
+            else:
+                known = ", ".join(sorted(tools)) or "none"
+                servers = ", ".join(sorted(self.spec.mcp_servers)) or "none"
+                why = (
+                    f"unknown MCP server '{t.partition('.')[0]}' in '{t}' (mcp_servers: {servers})"
+                    if "." in t
+                    else f"unknown tool '{t}' (tools: {known}; MCP tools are 'server.tool')"
+                )
+                self.problem(why, *where, str(i), node=node, field="tools")
+        return out
+
     def tool(self, name: str, target: str) -> Tool | None:
         obj = self.load_target(f"tool '{name}'", target, "tools", name, field=f"tools.{name}")
         if obj is None:
@@ -648,9 +693,11 @@ class _Builder:
             field_lines["when"] = self.lines.line(*at, "when", "ref") or 0
         inner: Node
         item_arg = item or "item"
-        if ns.llm is not None or ns.agent is not None:
-            llm: LLMSpec = ns.llm or ns.agent  # type: ignore[assignment]
-            kind = "llm" if ns.llm is not None else "agent"
+        if ns.llm is not None or ns.agent is not None or ns.plan_search is not None:
+            llm: LLMSpec = ns.llm or ns.agent or ns.plan_search  # type: ignore[assignment]
+            kind = (
+                "llm" if ns.llm is not None else "agent" if ns.agent is not None else "plan_search"
+            )
             try:
                 paths = template_paths(llm.prompt) + (
                     template_paths(llm.system) if llm.system else []
@@ -712,21 +759,7 @@ class _Builder:
                     )
                 else:
                     tool_refs = selection
-                for i, t in enumerate(tool_refs):
-                    if t in tools:
-                        agent_tools.append(tools[t])
-                    elif t.partition(".")[0] in self.spec.mcp_servers:
-                        agent_tools.append(t)  # an MCP reference, resolved when the node runs
-                    else:
-                        known = ", ".join(sorted(tools)) or "none"
-                        servers = ", ".join(sorted(self.spec.mcp_servers)) or "none"
-                        why = (
-                            f"unknown MCP server '{t.partition('.')[0]}' in '{t}' "
-                            f"(mcp_servers: {servers})"
-                            if "." in t
-                            else f"unknown tool '{t}' (tools: {known}; MCP tools are 'server.tool')"
-                        )
-                        self.problem(why, *at, *where, str(i), node=name, field="tools")
+                agent_tools = self.tool_refs(tool_refs, tools, (*at, *where), node=name)
                 inner = AgentNode(
                     model=self.node_model(llm.model, *at, kind, node=name),
                     prompt=llm.prompt,
@@ -742,6 +775,36 @@ class _Builder:
                     tool_choice=ns.agent.tool_choice,
                     retrieve=selection.retrieve if isinstance(selection, ToolSelection) else None,
                     search_tool=isinstance(selection, ToolSelection) and selection.search_tool,
+                    **{**common, "when": () if item else when},
+                )
+            elif ns.plan_search is not None:
+                from flowroute.planning.search import PlanMemory, PlanSearchNode
+
+                ps = ns.plan_search
+                memory = None
+                if ps.memory is not None:
+                    memory = PlanMemory(self.base_dir / ps.memory)
+                inner = PlanSearchNode(
+                    model=self.node_model(llm.model, *at, kind, node=name),
+                    prompt=llm.prompt,
+                    system=llm.system,
+                    settings=settings,
+                    output_type=out_type,
+                    inputs=inputs,
+                    field_lines=field_lines,
+                    tools=tuple(
+                        self.tool_refs(ps.tools, tools, (*at, "plan_search", "tools"), node=name)
+                    ),
+                    k=ps.k,
+                    heuristic=ps.heuristic,
+                    memory=memory,
+                    pure=tuple(ps.pure),
+                    max_expansions=ps.max_expansions,
+                    max_tool_runs=ps.max_tool_runs,
+                    max_time=ps.max_time,
+                    max_depth=ps.max_depth,
+                    step_cost=ps.step_cost,
+                    error_penalty=math.inf if ps.error_penalty is None else ps.error_penalty,
                     **{**common, "when": () if item else when},
                 )
             else:

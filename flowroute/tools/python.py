@@ -57,6 +57,8 @@ class Tool:
     param_docs: dict[str, str] = field(default_factory=dict)
     examples: tuple[str, ...] = ()
     """Requests this tool serves, for tool retrieval (`retrieve=` on agents)."""
+    pure: bool = False
+    """Free of side effects: plan search may run it while exploring (others are simulated)."""
 
     @classmethod
     def from_function(
@@ -67,6 +69,7 @@ class Tool:
         description: str | None = None,
         timeout: float | None = None,
         examples: Sequence[str] = (),
+        pure: bool = False,
     ) -> Tool:
         summary, params = parse_docstring(fn.__doc__)
         return cls(
@@ -76,6 +79,7 @@ class Tool:
             timeout=timeout,
             param_docs=params,
             examples=tuple(examples),
+            pure=pure,
         )
 
     @cached_property

@@ -310,7 +310,7 @@ output: a
             """)
         assert [(p.node, p.line) for p in problems] == [("a", 4), ("b", 5)]
         assert "greater than 0" in problems[0].message
-        assert "exactly one of llm, agent, tool, router, first_of" in problems[1].message
+        assert "exactly one of llm, agent, plan_search, tool, router" in problems[1].message
 
     def test_missing_required_keys(self) -> None:
         problems = problems_of("""\
