@@ -359,12 +359,9 @@ class AgentFunction(LLMFunction[P]):
     ) -> Node:
         from flowroute.tools.agent import AgentNode
 
-        tools = tuple(
-            t.tool if isinstance(t, ToolFunction) else t for t in self.node_options.get("tools", ())
-        )
         return AgentNode(
             **self._llm_fields(name, inputs, when, location, Settings(max_tokens=256)),
-            tools=tools,
+            tools=_tool_objects(self.node_options),
             max_steps=self.node_options.get("max_steps", 6),
             max_calls_per_step=self.node_options.get("max_calls_per_step", 4),
             on_tool_error=self.node_options.get("on_tool_error", "feed_back"),
@@ -386,14 +383,16 @@ class PlanSearchFunction(LLMFunction[P]):
     ) -> Node:
         from flowroute.planning.search import PlanSearchNode
 
-        opts = self.node_options
-        tools = tuple(t.tool if isinstance(t, ToolFunction) else t for t in opts.get("tools", ()))
-        search = {k: v for k, v in opts.get("search", {}).items()}
         return PlanSearchNode(
             **self._llm_fields(name, inputs, when, location, Settings(max_tokens=256)),
-            tools=tools,
-            **search,
+            tools=_tool_objects(self.node_options),
+            **self.node_options.get("search", {}),
         )
+
+
+def _tool_objects(options: Mapping[str, Any]) -> tuple[Any, ...]:
+    """`tools=` of an agent or plan search: `@tool` functions become their `Tool`."""
+    return tuple(t.tool if isinstance(t, ToolFunction) else t for t in options.get("tools", ()))
 
 
 def plan_search(

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import anyio
 
+from flowroute.cache import default_cache_dir
 from flowroute.errors import MissingExtraError, ModelError, OutputValidationError
 from flowroute.models.base import Model, ModelRequest, ModelResponse
 from flowroute.structured.constraint import OutputConstraint
@@ -26,16 +27,6 @@ from flowroute.structured.constraint import OutputConstraint
 __all__ = ["LocalModel", "default_model_path"]
 
 DEFAULT_NAME = "local"
-
-
-def default_cache_dir() -> str:
-    """Where compiled grammars are kept across processes: `$FLOWROUTE_CACHE_DIR`, else
-    `~/.cache/flowroute`. Set `FLOWROUTE_CACHE_DIR=""` to keep them in memory only."""
-    env = os.environ.get("FLOWROUTE_CACHE_DIR")
-    if env is not None:
-        return env
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return str(Path(base) / "flowroute")
 
 
 def _read_index(path: Path) -> Any | None:

@@ -610,7 +610,7 @@ def shared_index() -> ToolIndex:
     global _shared
     with _shared_lock:
         if _shared is None:
-            from flowroute.models.llamacpp import default_cache_dir
+            from flowroute.cache import default_cache_dir
 
             cache = default_cache_dir()
             path = Path(cache) / "tool-index" if cache else None
