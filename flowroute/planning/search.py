@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import anyio
 
-from flowroute.errors import FlowrouteError, NodeError, Problem, ToolError
+from flowroute.errors import FlowrouteError, ModelError, NodeError, Problem, ToolError
 from flowroute.graph.kinds import LLMNode
 from flowroute.models.base import ModelRequest, Settings
 from flowroute.structured.constraint import OutputConstraint
@@ -59,6 +59,7 @@ class _State:
     depth: int = 0
     votes: int = 0
     expanded: bool = False
+    sample_errors: list[str] = field(default_factory=list)
 
     @property
     def f(self) -> float:
@@ -105,6 +106,7 @@ class SearchTree:
                     "h": round(s.h, 4),
                     "votes": s.votes,
                     "expanded": s.expanded,
+                    "sample_errors": s.sample_errors,
                 }
                 for s in self.states.values()
             ],
@@ -242,6 +244,7 @@ class PlanSearchNode(LLMNode):
         by_name = {t.name: t for t in tools}
         final_schema = self.output_type.schema or {"type": "string"}
         any_step = OutputConstraint.json_schema(step_schema(tools, final_schema, max_calls=1))
+        final_only = OutputConstraint.json_schema(step_schema([], final_schema))
         header = f"Goal: {goal}\n\nTools:\n{describe_tools(tools)}\n\n{_PROTOCOL}\n"
         tree = SearchTree()
         tree.states[0] = _State(0, None, None)
@@ -284,8 +287,16 @@ class PlanSearchNode(LLMNode):
                     temperature=0.0 if i == 0 else self.temperature,
                     seed=(self.settings.seed or 0) + i,
                 )
-                request = ModelRequest(prompt=prompt, constraint=any_step, settings=settings)
-                response = await ctx.generate(self.model, request)
+                # at the depth limit only an answer is admitted, as on an agent's last step
+                last = state.depth + 1 >= self.max_depth
+                request = ModelRequest(
+                    prompt=prompt, constraint=final_only if last else any_step, settings=settings
+                )
+                try:
+                    response = await ctx.generate(self.model, request)
+                except ModelError as exc:  # one bad sample (cut off, say) drops only itself
+                    state.sample_errors.append(str(exc).splitlines()[0])
+                    continue
                 key = json.dumps(response.value, sort_keys=True)
                 proposals[key] += 1
                 parsed[key] = response.value

@@ -282,3 +282,27 @@ def test_independent_side_effects_of_the_chosen_plan_run_together() -> None:
         "ann",
         "bob",
     ]
+
+
+def test_the_depth_limit_admits_only_an_answer_and_bad_samples_drop_alone() -> None:
+    seen: list[Any] = []
+    replies = iter(["not json", call("find_flight", city="Oslo")] + [final("FL-OSL it is")] * 2)
+
+    def model(request: fr.ModelRequest) -> str:
+        seen.append(request.constraint)
+        return next(replies)
+
+    @fr.plan_search(model=FunctionModel(model), tools=tools(Log()), k=2, max_depth=2)
+    def trip(goal: str) -> str:
+        "{{ goal }}"
+
+    @fr.workflow
+    def wf(goal: str) -> Any:
+        return trip(goal)
+
+    result = wf.run(goal="fly north")
+    assert result.output == "FL-OSL it is", result.records["trip"].error
+    tree = result.records["trip"].trace[-1]
+    assert "does not match the schema" in tree["states"][0]["sample_errors"][0]
+    # the second expansion is at the depth limit: its schema admits only {"final": ...}
+    assert seen[2] is not None and "calls" not in json.dumps(seen[2].schema)
