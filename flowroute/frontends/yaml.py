@@ -623,6 +623,19 @@ class _Builder:
             max_escalations=spec.max_escalations,
         )
 
+    def tool_arg(self, value: Any, *path: str, node: str, field: str) -> tuple[str, ...] | None:
+        """The reference a tool argument holds, or None for a literal; an argument that looks
+        like a template but is not exactly one reference is reported."""
+        parsed = _parse_ref(value, bare=False) if isinstance(value, str) else None
+        if isinstance(value, str) and parsed is None and "{{" in value:
+            self.problem(
+                "a tool argument is either a literal or exactly one '{{ reference }}'",
+                *path,
+                node=node,
+                field=field,
+            )
+        return parsed
+
     def tool_refs(
         self, refs: list[str], tools: dict[str, Tool], where: tuple[str, ...], *, node: str
     ) -> list[Any]:
@@ -745,6 +758,17 @@ class _Builder:
                 stop=tuple(llm.stop),
                 logprobs=llm.logprobs,
             )
+            llm_fields: dict[str, Any] = {
+                "model": self.node_model(llm.model, *at, kind, node=name),
+                "prompt": llm.prompt,
+                "system": llm.system,
+                "settings": settings,
+                "output_type": out_type,
+                "inputs": inputs,
+                "field_lines": field_lines,
+                **common,
+                "when": () if item else when,
+            }
             if ns.agent is not None:
                 agent_tools: list[Any] = []
                 selection = ns.agent.tools
@@ -761,13 +785,7 @@ class _Builder:
                     tool_refs = selection
                 agent_tools = self.tool_refs(tool_refs, tools, (*at, *where), node=name)
                 inner = AgentNode(
-                    model=self.node_model(llm.model, *at, kind, node=name),
-                    prompt=llm.prompt,
-                    system=llm.system,
-                    settings=settings,
-                    output_type=out_type,
-                    inputs=inputs,
-                    field_lines=field_lines,
+                    **llm_fields,
                     tools=tuple(agent_tools),
                     max_steps=ns.agent.max_steps,
                     max_calls_per_step=ns.agent.max_calls_per_step,
@@ -775,7 +793,6 @@ class _Builder:
                     tool_choice=ns.agent.tool_choice,
                     retrieve=selection.retrieve if isinstance(selection, ToolSelection) else None,
                     search_tool=isinstance(selection, ToolSelection) and selection.search_tool,
-                    **{**common, "when": () if item else when},
                 )
             elif ns.plan_search is not None:
                 from flowroute.planning.search import PlanMemory, PlanSearchNode
@@ -785,13 +802,7 @@ class _Builder:
                 if ps.memory is not None:
                     memory = PlanMemory(self.base_dir / ps.memory)
                 inner = PlanSearchNode(
-                    model=self.node_model(llm.model, *at, kind, node=name),
-                    prompt=llm.prompt,
-                    system=llm.system,
-                    settings=settings,
-                    output_type=out_type,
-                    inputs=inputs,
-                    field_lines=field_lines,
+                    **llm_fields,
                     tools=tuple(
                         self.tool_refs(ps.tools, tools, (*at, "plan_search", "tools"), node=name)
                     ),
@@ -805,20 +816,9 @@ class _Builder:
                     max_depth=ps.max_depth,
                     step_cost=ps.step_cost,
                     error_penalty=math.inf if ps.error_penalty is None else ps.error_penalty,
-                    **{**common, "when": () if item else when},
                 )
             else:
-                inner = LLMNode(
-                    model=self.node_model(llm.model, *at, kind, node=name),
-                    prompt=llm.prompt,
-                    system=llm.system,
-                    constraint=constraint,
-                    settings=settings,
-                    output_type=out_type,
-                    inputs=inputs,
-                    field_lines=field_lines,
-                    **{**common, "when": () if item else when},
-                )
+                inner = LLMNode(**llm_fields, constraint=constraint)
         elif ns.tool is not None and ns.tool.partition(".")[0] in self.spec.mcp_servers:
             server, _, tool_name = ns.tool.partition(".")
             if item is not None:
@@ -833,16 +833,7 @@ class _Builder:
             mcp_args: dict[str, Binding] = {}
             for arg, value in ns.args.items():
                 field_lines[arg] = self.lines.line(*at, "args", arg) or 0
-                parsed = _parse_ref(value, bare=False) if isinstance(value, str) else None
-                if isinstance(value, str) and parsed is None and "{{" in value:
-                    self.problem(
-                        "a tool argument is either a literal or exactly one '{{ reference }}'",
-                        *at,
-                        "args",
-                        arg,
-                        node=name,
-                        field=arg,
-                    )
+                parsed = self.tool_arg(value, *at, "args", arg, node=name, field=arg)
                 mcp_args[arg] = _to_ref(parsed) if parsed is not None else Const(value)
             return MCPToolNode(
                 server=server,
@@ -867,17 +858,9 @@ class _Builder:
             args: dict[str, Binding] = {}
             for arg, value in ns.args.items():
                 field_lines[arg] = self.lines.line(*at, "args", arg) or 0
-                parsed = _parse_ref(value, bare=False) if isinstance(value, str) else None
-                if isinstance(value, str) and parsed is None and "{{" in value:
-                    self.problem(
-                        "a tool argument is either a literal or exactly one '{{ reference }}'",
-                        *at,
-                        "args",
-                        arg,
-                        node=name,
-                        field=arg,
-                    )
-                    args[arg] = Const(value)  # reported above; do not also report it missing
+                parsed = self.tool_arg(value, *at, "args", arg, node=name, field=arg)
+                if parsed is None:  # a literal (a bad reference was reported as a problem)
+                    args[arg] = Const(value)
                     continue
                 if parsed is not None and item is not None and parsed[0] == item:
                     if len(parsed) > 1:
@@ -892,7 +875,7 @@ class _Builder:
                         )
                     item_arg = arg
                     continue
-                args[arg] = _to_ref(parsed) if parsed is not None else Const(value)
+                args[arg] = _to_ref(parsed)
             inner = ToolNode(
                 tool=tool,
                 inputs=args,

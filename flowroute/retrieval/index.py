@@ -327,18 +327,18 @@ class ToolIndex:
 
     def _put(self, docs: Sequence[ToolDocument]) -> SyncReport:
         report = SyncReport()
-        fresh: list[ToolDocument] = []
+        fresh: list[tuple[ToolDocument, str]] = []
         for doc in docs:
             digest = doc.digest()
             old = self._digests.get(doc.key)
             if old == digest:
                 continue
             (report.updated if old is not None else report.added).append(doc.key)
-            fresh.append(doc)
+            fresh.append((doc, digest))
         if not fresh:
             return report
         texts: dict[str, str] = {}
-        for doc in fresh:
+        for doc, _ in fresh:
             for text in (*doc.field_texts().values(), doc.text()):
                 sha = _sha(text)
                 if sha not in self._vectors:
@@ -348,9 +348,9 @@ class ToolIndex:
             for sha, vector in zip(texts, vectors, strict=True):
                 self._vectors[sha] = vector
         report.embedded = len(texts)
-        for doc in fresh:
+        for doc, digest in fresh:
             self._docs[doc.key] = doc
-            self._digests[doc.key] = doc.digest()
+            self._digests[doc.key] = digest
         return report
 
     def _drop(self, keys: Sequence[str]) -> list[str]:

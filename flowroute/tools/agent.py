@@ -308,13 +308,20 @@ class _Selector:
         self.pinned: dict[str, None] = {}  # found through search_tools: offered from then on
         self.candidates: dict[str, ToolLike] = {}
         self.offered: set[str] = set()
+        self.indexed: list[ToolLike] = []  # held, so identity comparisons stay sound
 
     async def _search(self, query: str, k: int, exclude: set[str]) -> list[ToolLike]:
         from flowroute.retrieval.index import tool_key
 
         index = self.ctx.run.tool_index()
         among = [key for key in self.candidates if key not in exclude]
-        await anyio.to_thread.run_sync(index.upsert, list(self.candidates.values()))
+        # MCP pools replace a tool's object when it changes: same objects, nothing to index
+        current = list(self.candidates.values())
+        if len(current) != len(self.indexed) or any(
+            a is not b for a, b in zip(current, self.indexed, strict=False)
+        ):
+            await anyio.to_thread.run_sync(index.upsert, list(self.candidates.values()))
+            self.indexed = current
         hits = await anyio.to_thread.run_sync(partial(index.search, query, k, among=among))
         self.ctx.record.retrievals.append(
             {"query": query, "hits": [h.as_dict() for h in hits], "excluded": len(exclude)}
